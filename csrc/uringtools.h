@@ -1,0 +1,84 @@
+/* The cdef: what Python may call. Layouts are left to the compiler. */
+
+struct io_uring { ...; };
+struct io_uring_params {
+    uint32_t sq_entries;
+    uint32_t cq_entries;
+    uint32_t flags;
+    uint32_t features;
+    ...;
+};
+struct iovec { void *iov_base; size_t iov_len; };
+
+#define IORING_SETUP_SQPOLL ...
+#define IORING_SETUP_CLAMP ...
+#define IORING_SETUP_COOP_TASKRUN ...
+#define IORING_SETUP_TASKRUN_FLAG ...
+#define IORING_SETUP_SINGLE_ISSUER ...
+#define IORING_SETUP_DEFER_TASKRUN ...
+
+#define IORING_FEAT_RW_CUR_POS ...
+#define IORING_FEAT_NODROP ...
+
+#define IOSQE_FIXED_FILE ...
+#define IOSQE_IO_LINK ...
+#define IOSQE_IO_DRAIN ...
+#define IOSQE_ASYNC ...
+#define IOSQE_CQE_SKIP_SUCCESS ...
+
+#define IORING_FILE_INDEX_ALLOC ...
+
+enum io_uring_op {
+    IORING_OP_NOP,
+    IORING_OP_READV,
+    IORING_OP_WRITEV,
+    IORING_OP_FSYNC,
+    IORING_OP_READ_FIXED,
+    IORING_OP_WRITE_FIXED,
+    IORING_OP_POLL_ADD,
+    IORING_OP_OPENAT,
+    IORING_OP_CLOSE,
+    IORING_OP_STATX,
+    IORING_OP_READ,
+    IORING_OP_WRITE,
+    IORING_OP_SPLICE,
+    IORING_OP_LAST,
+    ...
+};
+
+/* liburing */
+int io_uring_queue_init_params(unsigned entries, struct io_uring *ring,
+                               struct io_uring_params *p);
+void io_uring_queue_exit(struct io_uring *ring);
+int io_uring_register_buffers(struct io_uring *ring, const struct iovec *iovecs,
+                              unsigned nr_iovecs);
+int io_uring_unregister_buffers(struct io_uring *ring);
+int io_uring_register_files_sparse(struct io_uring *ring, unsigned nr);
+int io_uring_register_files_update(struct io_uring *ring, unsigned off,
+                                   const int *files, unsigned nr_files);
+int io_uring_unregister_files(struct io_uring *ring);
+
+/* our helpers (csrc/uringtools.c) */
+struct ut_sqe {
+    uint8_t opcode;       /* IORING_OP_* */
+    uint8_t flags;        /* IOSQE_* */
+    uint16_t buf_index;   /* registered buffer, for *_FIXED */
+    int32_t fd;           /* fd, or index in the registered file table */
+    uint32_t len;
+    uint32_t op_flags;    /* rw_flags, open_flags, poll mask, ... */
+    uint64_t addr;
+    uint64_t off;
+    uint64_t addr2;       /* statx buffer */
+    uint32_t file_index;  /* openat_direct target slot + 1, 0 = none */
+    int32_t splice_fd_in;
+    uint64_t user_data;
+};
+
+int ut_ring_fd(struct io_uring *ring);
+unsigned ut_ring_flags(struct io_uring *ring);
+unsigned ut_sq_space(struct io_uring *ring);
+int ut_queue(struct io_uring *ring, const struct ut_sqe *sqes, unsigned n,
+             uint64_t *op_counts);
+int ut_enter(struct io_uring *ring, unsigned wait_nr, unsigned *submitted);
+int ut_reap(struct io_uring *ring, unsigned max, uint64_t *user_data,
+            int32_t *res);

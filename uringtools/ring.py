@@ -1,0 +1,370 @@
+"""The ring: io_uring set-up with feature probing, a registered buffer arena,
+a registered file table, batched submit and reap, and the counters.
+
+Nothing else in uringtools knows liburing. Callers describe requests with
+:meth:`Ring.prep`, send them with :meth:`Ring.submit` or :meth:`Ring.wait`
+(one ``io_uring_enter`` each), and read completions from
+:attr:`Ring.cqe_user_data` / :attr:`Ring.cqe_res`.
+"""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+from typing import Iterable, List, NamedTuple, Optional, Tuple
+
+from ._uring import ffi, lib
+from .stats import Stats
+
+OP_READ = lib.IORING_OP_READ
+OP_WRITE = lib.IORING_OP_WRITE
+OP_READV = lib.IORING_OP_READV
+OP_WRITEV = lib.IORING_OP_WRITEV
+OP_READ_FIXED = lib.IORING_OP_READ_FIXED
+OP_WRITE_FIXED = lib.IORING_OP_WRITE_FIXED
+OP_POLL_ADD = lib.IORING_OP_POLL_ADD
+OP_OPENAT = lib.IORING_OP_OPENAT
+OP_CLOSE = lib.IORING_OP_CLOSE
+OP_STATX = lib.IORING_OP_STATX
+OP_FSYNC = lib.IORING_OP_FSYNC
+OP_SPLICE = lib.IORING_OP_SPLICE
+OP_NOP = lib.IORING_OP_NOP
+
+SQE_FIXED_FILE = lib.IOSQE_FIXED_FILE
+SQE_IO_LINK = lib.IOSQE_IO_LINK
+SQE_ASYNC = lib.IOSQE_ASYNC
+
+OP_NAMES = {
+    OP_NOP: "nop", OP_READ: "read", OP_WRITE: "write", OP_READV: "readv",
+    OP_WRITEV: "writev", OP_READ_FIXED: "read_fixed",
+    OP_WRITE_FIXED: "write_fixed", OP_POLL_ADD: "poll_add",
+    OP_OPENAT: "openat", OP_CLOSE: "close", OP_STATX: "statx",
+    OP_FSYNC: "fsync", OP_SPLICE: "splice",
+}
+READ_OPS = frozenset({OP_READ, OP_READV, OP_READ_FIXED})
+WRITE_OPS = frozenset({OP_WRITE, OP_WRITEV, OP_WRITE_FIXED})
+
+#: errnos meaning "io_uring is not usable here" rather than "this request failed".
+UNAVAILABLE_ERRNOS = frozenset({errno.EPERM, errno.EACCES, errno.ENOSYS,
+                                errno.EOPNOTSUPP, errno.ENOMEM})
+
+_SETUP_CANDIDATES: Tuple[Tuple[int, Tuple[str, ...]], ...] = (
+    (lib.IORING_SETUP_SINGLE_ISSUER | lib.IORING_SETUP_DEFER_TASKRUN,
+     ("SINGLE_ISSUER", "DEFER_TASKRUN")),
+    (lib.IORING_SETUP_COOP_TASKRUN, ("COOP_TASKRUN",)),
+    (0, ()),
+)
+
+_RETRY_ENTER = frozenset({errno.EINTR, errno.EAGAIN, errno.EBUSY})
+
+
+class UringUnavailable(OSError):
+    """io_uring cannot be set up here (seccomp, sysctl, old kernel, memory)."""
+
+    def hint(self) -> str:
+        """One line naming the reason, for the fallback warning."""
+        reason = os.strerror(self.errno) if self.errno else str(self)
+        if self.errno in (errno.EPERM, errno.EACCES):
+            why = "blocked by seccomp or kernel.io_uring_disabled"
+        elif self.errno in (errno.ENOSYS, errno.EOPNOTSUPP):
+            why = "not supported by this kernel"
+        elif self.errno == errno.ENOMEM:
+            why = "not enough locked memory"
+        else:
+            why = "set-up failed"
+        return f"io_uring unavailable ({why}: {reason})"
+
+
+def check(res: int, filename: Optional[str] = None) -> int:
+    """Return ``res`` if it is >= 0, else raise the matching OSError.
+
+    Args:
+        res: a liburing return value or a CQE result (``-errno`` on failure).
+        filename: the name to attach to the exception.
+
+    Raises:
+        OSError: the subclass for ``-res`` (FileNotFoundError, ...).
+    """
+    if res < 0:
+        raise OSError(-res, os.strerror(-res), filename)
+    return res
+
+
+class Arena:
+    """One block of memory owned by Python, split into equal slots.
+
+    An anonymous mmap owns the memory; ``ffi.from_buffer`` keeps it exported,
+    so it cannot be unmapped while a pointer into it may still be in use.
+    """
+
+    def __init__(self, slots: int, slot_size: int) -> None:
+        if slots < 1 or slot_size < 1:
+            raise ValueError("an arena needs at least one slot of one byte")
+        self.slots = slots
+        self.slot_size = slot_size
+        self.size = slots * slot_size
+        self._mem = mmap.mmap(-1, self.size)
+        self.cdata = ffi.from_buffer(self._mem)
+        self.base = int(ffi.cast("uintptr_t", self.cdata))
+        self.view = memoryview(self._mem)
+
+    def addr(self, slot: int, offset: int = 0) -> int:
+        """Address of byte ``offset`` inside ``slot``."""
+        return self.base + slot * self.slot_size + offset
+
+    def slot_view(self, slot: int, length: int, offset: int = 0) -> memoryview:
+        """A zero-copy view of ``length`` bytes of ``slot``."""
+        start = slot * self.slot_size + offset
+        return self.view[start:start + length]
+
+
+class FileRef(NamedTuple):
+    """How SQEs name a file: a registered index (with FIXED_FILE) or a plain fd."""
+
+    target: int
+    sqe_flags: int
+    fd: int
+    index: int  # -1 when not registered
+
+
+class Ring:
+    """An io_uring instance with batched submission and reaping.
+
+    Args:
+        entries: submission queue size; also the most SQEs one submit queues.
+        stats: counters to fill (a new Stats when omitted).
+        setup_flags: force these setup flags instead of probing.
+
+    Raises:
+        UringUnavailable: io_uring cannot be set up here.
+    """
+
+    def __init__(self, entries: int = 64, *, stats: Optional[Stats] = None,
+                 setup_flags: Optional[int] = None) -> None:
+        self.stats = stats if stats is not None else Stats()
+        self._ring = ffi.new("struct io_uring *")
+        self._closed = True
+        params = ffi.new("struct io_uring_params *")
+        candidates: Iterable[Tuple[int, Tuple[str, ...]]] = (
+            _SETUP_CANDIDATES if setup_flags is None
+            else ((setup_flags, (f"0x{setup_flags:x}",)),))
+        res = -errno.EINVAL
+        names: Tuple[str, ...] = ()
+        for flags, names in candidates:
+            ffi.memmove(params, b"\0" * ffi.sizeof("struct io_uring_params"),
+                        ffi.sizeof("struct io_uring_params"))
+            params.flags = flags
+            res = lib.io_uring_queue_init_params(entries, self._ring, params)
+            if res != -errno.EINVAL:
+                break
+        if res < 0:
+            code = -res
+            raise UringUnavailable(code, os.strerror(code), "io_uring_setup")
+        self._closed = False
+        self.entries = params.sq_entries
+        self.cq_entries = params.cq_entries
+        self.features = params.features
+        self.setup_flag_names: List[str] = list(names)
+        self.stats.setup_flags = list(names)
+        self._descs = ffi.new("struct ut_sqe[]", self.entries)
+        self._nq = 0
+        self._submitted = ffi.new("unsigned *")
+        self.cqe_user_data = ffi.new("uint64_t[]", self.cq_entries)
+        self.cqe_res = ffi.new("int32_t[]", self.cq_entries)
+        self._op_counts = ffi.new("uint64_t[]", lib.IORING_OP_LAST + 1)
+        self.in_flight = 0  # requests queued and not yet reaped
+        self.arena: Optional[Arena] = None
+        self.buffers_registered = False
+        self._file_table = 0
+        self._free_slots: List[int] = []
+        self._keep: List[object] = []
+
+    # -- registration -------------------------------------------------------
+
+    def register_arena(self, arena: Arena) -> bool:
+        """Register ``arena`` as fixed buffer 0; False (and a note) if refused.
+
+        Refusal is normal for unprivileged users with a small RLIMIT_MEMLOCK
+        (ENOMEM); the arena is then used with plain read/write requests.
+        """
+        self.arena = arena
+        iov = ffi.new("struct iovec *")
+        iov.iov_base = arena.cdata
+        iov.iov_len = arena.size
+        res = lib.io_uring_register_buffers(self._ring, iov, 1)
+        if res < 0:
+            reason = os.strerror(-res)
+            if -res == errno.ENOMEM:
+                reason += " (RLIMIT_MEMLOCK too small)"
+            self.stats.registered_buffers = False
+            self.stats.registered_buffers_note = reason
+            self.buffers_registered = False
+            return False
+        self.stats.registered_buffers = True
+        self.stats.registered_buffers_note = f"1 x {arena.size} bytes"
+        self.buffers_registered = True
+        return True
+
+    def register_file_table(self, size: int) -> bool:
+        """Make a sparse registered file table of ``size`` slots.
+
+        Returns False (and notes why) when refused, e.g. EMFILE under a low
+        ``ulimit -n``; files are then named by plain descriptors.
+        """
+        res = lib.io_uring_register_files_sparse(self._ring, size)
+        if res < 0:
+            self.stats.registered_files_note = os.strerror(-res)
+            return False
+        self._file_table = size
+        self._free_slots = list(range(size - 1, -1, -1))
+        self.stats.registered_files_note = f"table of {size}"
+        return True
+
+    def attach_file(self, fd: int) -> FileRef:
+        """Put ``fd`` in the registered file table if there is room."""
+        if self._free_slots:
+            index = self._free_slots.pop()
+            fds = ffi.new("int[1]", [fd])
+            res = lib.io_uring_register_files_update(self._ring, index, fds, 1)
+            if res >= 0:
+                self.stats.registered_files += 1
+                return FileRef(index, SQE_FIXED_FILE, fd, index)
+            self._free_slots.append(index)
+            self.stats.registered_files_note = (
+                f"update failed: {os.strerror(-res)}")
+        return FileRef(fd, 0, fd, -1)
+
+    def detach_file(self, ref: FileRef) -> None:
+        """Drop ``ref`` from the table (its requests must all be reaped)."""
+        if ref.index < 0:
+            return
+        fds = ffi.new("int[1]", [-1])
+        lib.io_uring_register_files_update(self._ring, ref.index, fds, 1)
+        self._free_slots.append(ref.index)
+
+    # -- submission ---------------------------------------------------------
+
+    @property
+    def room(self) -> int:
+        """How many more SQEs fit before the next submit."""
+        return self.entries - self._nq
+
+    def prep(self, opcode: int, fd: int, addr: int, length: int, offset: int,
+             user_data: int, *, flags: int = 0, buf_index: int = 0,
+             op_flags: int = 0, addr2: int = 0, file_index: int = 0,
+             splice_fd_in: int = 0) -> None:
+        """Describe one SQE; it is queued and sent by the next submit/wait.
+
+        ``offset`` of -1 means "the file's current position" (pipes, ttys,
+        O_APPEND files). ``addr`` must stay valid until the CQE is reaped.
+        """
+        if self._nq == self.entries:
+            self.submit()
+        d = self._descs[self._nq]
+        d.opcode = opcode
+        d.flags = flags
+        d.buf_index = buf_index
+        d.fd = fd
+        d.len = length
+        d.op_flags = op_flags
+        d.addr = addr
+        d.off = offset & 0xFFFFFFFFFFFFFFFF
+        d.addr2 = addr2
+        d.file_index = file_index
+        d.splice_fd_in = splice_fd_in
+        d.user_data = user_data
+        self._nq += 1
+
+    def submit(self, wait_nr: int = 0) -> int:
+        """Queue the described SQEs and make one io_uring_enter call.
+
+        Retries the enter on EINTR/EAGAIN/EBUSY (counted as enter_retries):
+        SQEs the kernel did not take stay queued and go with the retry.
+
+        Returns:
+            how many SQEs the kernel consumed.
+
+        Raises:
+            OSError: io_uring_enter failed for another reason.
+        """
+        stats = self.stats
+        if self._nq:
+            queued = lib.ut_queue(self._ring, self._descs, self._nq,
+                                  self._op_counts)
+            if queued != self._nq:  # cannot happen: room is checked in prep
+                raise RuntimeError("submission queue overflow")
+            stats.sqes += queued
+            self.in_flight += queued
+            self._nq = 0
+            if self.in_flight > stats.max_in_flight:
+                stats.max_in_flight = self.in_flight
+        if wait_nr > self.in_flight:
+            raise RuntimeError(
+                f"waiting for {wait_nr} completions with {self.in_flight} in flight")
+        while True:
+            ret = lib.ut_enter(self._ring, wait_nr, self._submitted)
+            stats.enters += 1
+            if ret >= 0:
+                return ret
+            if -ret not in _RETRY_ENTER:
+                check(ret, "io_uring_enter")
+            stats.enter_retries += 1
+            if -ret != errno.EINTR and self.in_flight:
+                # The kernel is out of resources for new work: let it finish
+                # something first, then retry.
+                wait_nr = max(wait_nr, 1)
+
+    def reap(self) -> int:
+        """Copy the ready CQEs into cqe_user_data/cqe_res; return how many."""
+        n = lib.ut_reap(self._ring, self.cq_entries, self.cqe_user_data,
+                        self.cqe_res)
+        self.in_flight -= n
+        self.stats.cqes += n
+        return n
+
+    def wait(self, wait_nr: int = 1) -> int:
+        """submit(wait_nr) then reap(): at least ``wait_nr`` completions."""
+        self.submit(wait_nr)
+        return self.reap()
+
+    def keep(self, obj: object) -> None:
+        """Hold ``obj`` (a buffer an SQE points into) until the ring closes."""
+        self._keep.append(obj)
+
+    def flush_op_counts(self) -> None:
+        """Move the C-side per-opcode counters into stats.ops."""
+        ops = self.stats.ops
+        for code, name in OP_NAMES.items():
+            n = self._op_counts[code]
+            if n:
+                ops[name] = ops.get(name, 0) + int(n)
+                self._op_counts[code] = 0
+
+    # -- life cycle ---------------------------------------------------------
+
+    def close(self) -> None:
+        """Tear the ring down; the kernel cancels what is still in flight."""
+        if self._closed:
+            return
+        self.flush_op_counts()
+        self._closed = True
+        lib.io_uring_queue_exit(self._ring)
+        self._keep.clear()
+
+    def __enter__(self) -> "Ring":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    @property
+    def fd(self) -> int:
+        """The ring's own file descriptor."""
+        return lib.ut_ring_fd(self._ring)

@@ -1,0 +1,98 @@
+"""Counters kept while the work runs. Nothing here is estimated."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+
+@dataclass
+class Stats:
+    """What the ring (or the sync loop) and the pipeline actually did."""
+
+    engine: str = "uring"
+    command: str = ""
+    block_size: int = 0
+    queue_depth: int = 0
+    setup_flags: List[str] = field(default_factory=list)
+    registered_buffers: bool = False
+    registered_buffers_note: str = ""
+    registered_files: int = 0
+    registered_files_note: str = ""
+    fallback_reason: str = ""
+    sqes: int = 0
+    cqes: int = 0
+    enters: int = 0
+    enter_retries: int = 0
+    ops: Dict[str, int] = field(default_factory=dict)
+    syscalls: Dict[str, int] = field(default_factory=dict)
+    bytes_read: int = 0
+    bytes_written: int = 0
+    short_reads: int = 0
+    short_writes: int = 0
+    resubmissions: int = 0
+    max_in_flight: int = 0
+    files: int = 0
+    errors: int = 0
+    elapsed_s: float = 0.0
+    cpu_user_s: float = 0.0
+    cpu_sys_s: float = 0.0
+    extra: Dict[str, Any] = field(default_factory=dict)
+    _t0: float = 0.0
+    _cpu0: Optional[os.times_result] = None
+
+    def start(self) -> None:
+        """Mark the start of the measured work."""
+        self._t0 = time.perf_counter()
+        self._cpu0 = os.times()
+
+    def stop(self) -> None:
+        """Mark the end of the measured work: wall and CPU time since start()."""
+        if self._cpu0 is None:
+            return
+        self.elapsed_s = time.perf_counter() - self._t0
+        now = os.times()
+        self.cpu_user_s = now.user - self._cpu0.user
+        self.cpu_sys_s = now.system - self._cpu0.system
+
+    def count_syscall(self, name: str, n: int = 1) -> None:
+        """Count a syscall the sync engine (or set-up) made."""
+        self.syscalls[name] = self.syscalls.get(name, 0) + n
+
+    def merge(self, other: "Stats") -> None:
+        """Add another Stats' counters into this one (worker threads)."""
+        for name in ("sqes", "cqes", "enters", "enter_retries", "bytes_read",
+                     "bytes_written", "short_reads", "short_writes",
+                     "resubmissions", "files", "errors"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.max_in_flight = max(self.max_in_flight, other.max_in_flight)
+        for src, dst in ((other.ops, self.ops), (other.syscalls, self.syscalls)):
+            for key, value in src.items():
+                dst[key] = dst.get(key, 0) + value
+
+    def classic_syscalls(self) -> int:
+        """read+write calls a one-block-at-a-time loop makes for these bytes.
+
+        Each block of input costs one read and one write, plus the read
+        that sees end of file for each file.
+        """
+        bs = self.block_size or 1
+        reads = -(-self.bytes_read // bs) + self.files
+        writes = -(-self.bytes_written // bs)
+        return reads + writes
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The counters as a JSON-ready dict."""
+        data: Dict[str, Any] = {
+            key: value for key, value in self.__dict__.items()
+            if not key.startswith("_")
+        }
+        data["throughput_bytes_per_s"] = (
+            max(self.bytes_read, self.bytes_written) / self.elapsed_s
+            if self.elapsed_s > 0 else 0.0
+        )
+        data["sqes_per_enter"] = self.sqes / self.enters if self.enters else 0.0
+        data["classic_syscalls"] = self.classic_syscalls()
+        return data

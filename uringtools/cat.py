@@ -1,0 +1,439 @@
+"""cat: copy inputs to an output descriptor, in order, as GNU cat does.
+
+The uring engine reads ahead into the slots of a registered arena (several
+positional reads in flight for regular files, one at a time for streams),
+and writes to the output strictly in order with one write in flight,
+coalescing adjacent full slots into one write. The sync engine is a plain
+read/write loop with the same block size.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections import deque
+from typing import Callable, Deque, List, NamedTuple, Optional, Sequence
+
+from . import fdio
+from .catfmt import CatFormat, CatFormatter
+from .ring import (OP_POLL_ADD, OP_READ, OP_READ_FIXED, OP_WRITE,
+                   OP_WRITE_FIXED, SQE_IO_LINK, Arena, FileRef, Ring)
+from .stats import Stats
+
+DEFAULT_BLOCK_SIZE = 128 * 1024
+DEFAULT_QUEUE_DEPTH = 4
+
+POLLIN = 0x001
+POLLOUT = 0x004
+
+#: Called with (operand name, reason) for each input that fails.
+ErrorHandler = Callable[[str, str], None]
+
+
+class WriteError(OSError):
+    """Writing the output failed; cat stops (as GNU cat does)."""
+
+
+class _Input(NamedTuple):
+    name: str
+    fd: int
+    st: os.stat_result
+    owned: bool
+
+
+def _open_input(name: str, out_st: Optional[os.stat_result]) -> _Input:
+    """Open an operand ('-' is stdin) and run GNU cat's checks on it."""
+    if name == "-":
+        fd, owned = 0, False
+    else:
+        fd, owned = os.open(name, os.O_RDONLY | os.O_CLOEXEC), True
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), name)
+        if (out_st is not None and stat.S_ISREG(out_st.st_mode)
+                and st.st_dev == out_st.st_dev and st.st_ino == out_st.st_ino
+                and os.lseek(fd, 0, os.SEEK_CUR) < st.st_size):
+            raise _InputIsOutput(name)
+    except BaseException:
+        if owned:
+            os.close(fd)
+        raise
+    return _Input(name, fd, st, owned)
+
+
+class _InputIsOutput(Exception):
+    """GNU: 'input file is output file'."""
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def cat_files(names: Sequence[str], out_fd: int = 1, *, engine: str = "uring",
+              block_size: int = DEFAULT_BLOCK_SIZE,
+              queue_depth: int = DEFAULT_QUEUE_DEPTH,
+              fmt: Optional[CatFormat] = None, stats: Optional[Stats] = None,
+              on_error: Optional[ErrorHandler] = None) -> bool:
+    """Concatenate ``names`` ('-' is stdin) onto ``out_fd``, like GNU cat.
+
+    Args:
+        names: operands, in order.
+        out_fd: where the bytes go: a file (from its current offset, honouring
+            O_APPEND), a pipe (blocking or not), a terminal, a device.
+        engine: "uring" or "sync".
+        block_size: bytes per read request.
+        queue_depth: reads in flight per regular file (arena slots).
+        fmt: GNU cat's -b/-E/-n/-s/-T/-v transformations.
+        stats: counters to fill.
+        on_error: called with (name, reason) for each operand that fails.
+
+    Returns:
+        True when every operand was copied.
+
+    Raises:
+        WriteError: the output could not be written (EPIPE, ENOSPC, EBADF...).
+        UringUnavailable: engine "uring" and io_uring cannot be set up.
+    """
+    if block_size < 1 or queue_depth < 1:
+        raise ValueError("block size and queue depth must be positive")
+    stats = stats if stats is not None else Stats()
+    stats.engine = engine
+    stats.block_size = block_size
+    stats.queue_depth = queue_depth
+    try:
+        out_st = os.fstat(out_fd)
+    except OSError as exc:
+        raise WriteError(exc.errno, exc.strerror) from None
+    fdio.enlarge_pipe(out_fd, out_st)
+    formatter = CatFormatter(fmt) if fmt is not None and fmt.active else None
+    report: ErrorHandler = on_error or (lambda name, reason: None)
+
+    copier: _Copier
+    if engine == "uring":
+        copier = _UringCopier(out_fd, block_size, queue_depth, stats, formatter)
+    elif engine == "sync":
+        copier = _SyncCopier(out_fd, block_size, stats, formatter)
+    else:
+        raise ValueError(f"unknown engine {engine!r}")
+    ok = True
+    stats.start()
+    try:
+        for name in names:
+            try:
+                inp = _open_input(name, out_st)
+            except _InputIsOutput:
+                report(name, "input file is output file")
+                ok = False
+                continue
+            except OSError as exc:
+                report(name, _reason(exc))
+                ok = False
+                continue
+            stats.files += 1
+            try:
+                failure = copier.copy(inp)
+            finally:
+                if inp.owned:
+                    os.close(inp.fd)
+            if failure is not None:
+                report(name, failure)
+                ok = False
+    finally:
+        copier.close()
+        stats.stop()
+    if not ok:
+        stats.errors += 1
+    return ok
+
+
+class _Copier:
+    def copy(self, inp: _Input) -> Optional[str]:
+        """Copy one input; return a reason if reading it failed."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class _SyncCopier(_Copier):
+    """One read(2), one write(2), repeat: the baseline."""
+
+    def __init__(self, out_fd: int, block_size: int, stats: Stats,
+                 formatter: Optional[CatFormatter]) -> None:
+        self.out_fd = out_fd
+        self.buf = bytearray(block_size)
+        self.view = memoryview(self.buf)
+        self.stats = stats
+        self.formatter = formatter
+
+    def copy(self, inp: _Input) -> Optional[str]:
+        return self.copy_rest(inp.fd)
+
+    def copy_rest(self, fd: int, first: bytes = b"") -> Optional[str]:
+        """Write ``first``, then copy ``fd`` from its position to EOF."""
+        if first:
+            self._emit(memoryview(first))
+        while True:
+            try:
+                n = fdio.read_into(fd, self.buf, self.stats)
+            except OSError as exc:
+                return _reason(exc)
+            if n == 0:
+                return None
+            self._emit(self.view[:n])
+
+    def _emit(self, data: memoryview) -> None:
+        if self.formatter is not None:
+            data = memoryview(self.formatter.feed(bytes(data)))
+        try:
+            fdio.write_all(self.out_fd, data, self.stats)
+        except OSError as exc:
+            raise WriteError(exc.errno, exc.strerror) from None
+
+
+# slot states
+_FREE, _READING, _FILLED, _EOF, _ERROR = range(5)
+# user_data kinds (low 3 bits); the slot number sits above them
+_K_READ, _K_WRITE, _K_POLL = 1, 2, 3
+
+
+class _UringCopier(_Copier):
+    """Read ahead through the ring, write in order through the ring."""
+
+    def __init__(self, out_fd: int, block_size: int, depth: int, stats: Stats,
+                 formatter: Optional[CatFormatter]) -> None:
+        self.stats = stats
+        self.block_size = block_size
+        self.depth = depth
+        self.formatter = formatter
+        entries = 8
+        while entries < 2 * depth + 4:
+            entries *= 2
+        self.ring = Ring(entries, stats=stats)
+        try:
+            self.arena = Arena(depth, block_size)
+            self.fixed = self.ring.register_arena(self.arena)
+            if self.ring.register_file_table(2):
+                self.out = self.ring.attach_file(out_fd)
+            else:
+                self.out = FileRef(out_fd, 0, out_fd, -1)
+        except BaseException:
+            self.ring.close()
+            raise
+        self.sync = _SyncCopier(out_fd, block_size, stats, formatter)
+
+    def close(self) -> None:
+        self.ring.close()
+
+    # -- one input --------------------------------------------------------
+
+    def copy(self, inp: _Input) -> Optional[str]:
+        ring, stats, bs, depth = self.ring, self.stats, self.block_size, self.depth
+        arena = self.arena
+        src = ring.attach_file(inp.fd)
+        positional = fdio.is_positional(inp.st)
+        offset = os.lseek(inp.fd, 0, os.SEEK_CUR) if positional else -1
+        start = offset
+        max_reads = depth if positional else 1
+        read_op = OP_READ_FIXED if self.fixed else OP_READ
+        write_op = OP_WRITE_FIXED if self.fixed else OP_WRITE
+
+        state = [_FREE] * depth
+        length = [0] * depth
+        slot_off = [0] * depth
+        discard = [False] * depth
+        order: Deque[int] = deque()
+        next_slot = 0
+        reads = 0          # read requests in flight, discarded ones included
+        ended = False      # a read hit EOF or an error: issue no more reads
+        failure: Optional[str] = None
+        done = False       # the writer passed the end of this input
+        delivered = 0      # bytes of this input handed to the writer
+        # the write in flight: its slots, next address, bytes left, and data
+        writing: List[int] = []
+        w_addr = w_left = 0
+        w_busy = False
+        w_keep: Optional[object] = None
+
+        def prep_read(slot: int) -> None:
+            ring.prep(read_op, src.target, arena.addr(slot), bs, slot_off[slot],
+                      (slot << 3) | _K_READ, flags=src.sqe_flags)
+
+        def prep_write() -> None:
+            ring.prep(OP_WRITE if w_keep is not None else write_op,
+                      self.out.target, w_addr, w_left, -1, _K_WRITE,
+                      flags=self.out.sqe_flags)
+
+        def prep_poll(ref: FileRef, mask: int) -> None:
+            ring.prep(OP_POLL_ADD, ref.target, 0, 0, 0, _K_POLL,
+                      flags=ref.sqe_flags | SQE_IO_LINK, op_flags=mask)
+
+        def drop_after(pos_slot: int) -> None:
+            """Forget every slot queued after ``pos_slot``."""
+            nonlocal next_slot
+            while order and order[-1] != pos_slot:
+                s = order.pop()
+                if state[s] == _READING:
+                    discard[s] = True
+                else:
+                    state[s] = _FREE
+            next_slot = (pos_slot + 1) % depth
+
+        try:
+            while True:
+                # queue reads into free slots, in cyclic order
+                while (not ended and not done and reads < max_reads
+                       and state[next_slot] == _FREE):
+                    s = next_slot
+                    state[s] = _READING
+                    slot_off[s] = offset
+                    if positional:
+                        offset += bs
+                    prep_read(s)
+                    reads += 1
+                    order.append(s)
+                    next_slot = (s + 1) % depth
+                # hand the oldest filled slots to the writer
+                while not w_busy and order and state[order[0]] != _READING:
+                    s = order[0]
+                    if state[s] == _EOF or state[s] == _ERROR:
+                        done = True
+                        order.popleft()
+                        state[s] = _FREE
+                        drop_after_all = list(order)
+                        order.clear()
+                        for t in drop_after_all:
+                            if state[t] == _READING:
+                                discard[t] = True
+                            else:
+                                state[t] = _FREE
+                        break
+                    stats.bytes_read += length[s]
+                    delivered += length[s]
+                    if self.formatter is not None:
+                        data = self.formatter.feed(
+                            bytes(arena.slot_view(s, length[s])))
+                        order.popleft()
+                        state[s] = _FREE
+                        if not data:
+                            continue
+                        w_keep = self._cbuf(data)
+                        w_addr, w_left = w_keep[1], len(data)
+                        writing = []
+                    else:
+                        run = [order.popleft()]
+                        while (order and state[order[0]] == _FILLED
+                               and order[0] == run[-1] + 1
+                               and length[run[-1]] == bs):
+                            t = order.popleft()
+                            stats.bytes_read += length[t]
+                            delivered += length[t]
+                            run.append(t)
+                        writing = run
+                        w_addr = arena.addr(run[0])
+                        w_left = sum(length[t] for t in run)
+                        w_keep = None
+                    prep_write()
+                    w_busy = True
+                if done and not w_busy and reads == 0:
+                    break
+                n = ring.wait(1)
+                ud_arr, res_arr = ring.cqe_user_data, ring.cqe_res
+                for i in range(n):
+                    ud, res = ud_arr[i], res_arr[i]
+                    kind = ud & 7
+                    if kind == _K_READ:
+                        s = ud >> 3
+                        reads -= 1
+                        if discard[s]:
+                            discard[s] = False
+                            state[s] = _FREE
+                            continue
+                        if res > 0:
+                            length[s] = res
+                            state[s] = _FILLED
+                            if res < bs:
+                                stats.short_reads += 1
+                                if positional:
+                                    # the blocks queued after this one were
+                                    # read from the wrong offsets: re-read
+                                    drop_after(s)
+                                    offset = slot_off[s] + res
+                                    ended = failure is not None
+                        elif res == 0:
+                            state[s] = _EOF
+                            ended = True
+                        elif res in (-errno.EAGAIN, -errno.EINTR, -errno.ECANCELED):
+                            stats.resubmissions += 1
+                            if res == -errno.EAGAIN:
+                                prep_poll(src, POLLIN)
+                            prep_read(s)
+                            reads += 1
+                        else:
+                            state[s] = _ERROR
+                            failure = os.strerror(-res)
+                            ended = True
+                    elif kind == _K_WRITE:
+                        if res >= 0:
+                            stats.bytes_written += res
+                        if res == w_left:
+                            for t in writing:
+                                state[t] = _FREE
+                            writing = []
+                            w_keep = None
+                            w_busy = False
+                        elif res > 0:
+                            stats.short_writes += 1
+                            stats.resubmissions += 1
+                            w_addr += res
+                            w_left -= res
+                            prep_write()
+                        elif res in (-errno.EAGAIN, -errno.EINTR,
+                                     -errno.ECANCELED, 0):
+                            stats.resubmissions += 1
+                            if res == -errno.EAGAIN:
+                                prep_poll(self.out, POLLOUT)
+                            prep_write()
+                        else:
+                            raise WriteError(-res, os.strerror(-res))
+                    # _K_POLL: the linked request that follows does the work
+            if failure is None and delivered == 0 and not positional \
+                    and stat.S_ISREG(inp.st.st_mode):
+                # A file claiming size 0 that the ring read as empty: some
+                # FUSE files answer io_uring with 0 bytes and read(2) with data.
+                return self._confirm_empty(inp.fd)
+            if positional and not inp.owned:
+                # leave a shared stdin where we stopped, as read(2) would
+                os.lseek(inp.fd, start + delivered, os.SEEK_SET)
+            return failure
+        finally:
+            if reads or w_busy:
+                self._drain()
+            ring.detach_file(src)
+
+    def _confirm_empty(self, fd: int) -> Optional[str]:
+        try:
+            first = os.read(fd, self.block_size)
+        except OSError as exc:
+            return _reason(exc)
+        self.stats.count_syscall("read")
+        if not first:
+            return None
+        self.stats.bytes_read += len(first)
+        return self.sync.copy_rest(fd, first)
+
+    @staticmethod
+    def _cbuf(data: bytes):  # -> (owner, address)
+        from ._uring import ffi
+        cdata = ffi.from_buffer(data)
+        return (cdata, int(ffi.cast("uintptr_t", cdata)))
+
+    def _drain(self) -> None:
+        """Wait for every request still in flight (after an error)."""
+        while self.ring.in_flight:
+            try:
+                self.ring.wait(1)
+            except OSError:
+                break

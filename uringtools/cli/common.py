@@ -1,0 +1,226 @@
+"""What every command shares: the engine options, signal and exit-status
+conventions, GNU-style messages, the io_uring fallback, and --stats."""
+
+from __future__ import annotations
+
+import errno
+import functools
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, NoReturn, Optional, Set, TypeVar
+
+import click
+
+from .. import __version__
+from ..stats import Stats
+
+T = TypeVar("T")
+
+DEFAULT_BLOCK_SIZE = 128 * 1024
+DEFAULT_QUEUE_DEPTH = 4
+_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+class SizeType(click.ParamType):
+    """A byte count with an optional K/M/G suffix (binary units)."""
+
+    name = "SIZE"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().upper().removesuffix("IB").removesuffix("B")
+        suffix = text[-1:] if text[-1:] in _SUFFIXES else ""
+        number = text[:-1] if suffix else text
+        try:
+            size = int(number) * _SUFFIXES[suffix]
+        except ValueError:
+            self.fail(f"invalid size: {value!r}", param, ctx)
+        if size < 512 or size > (1 << 30):
+            self.fail(f"{value!r} is not between 512 and 1G", param, ctx)
+        return size
+
+
+@dataclass
+class Settings:
+    """The shared options, as parsed."""
+
+    engine: Optional[str]   # None: uring, falling back to sync if refused
+    block_size: int
+    queue_depth: int
+    stats: bool
+    stats_format: str
+
+
+def engine_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add --engine, --block-size, --queue-depth, --stats, --stats-format
+    and --version to a command; it receives them as ``settings``."""
+    options = [
+        click.option("--engine", type=click.Choice(["uring", "sync"]),
+                     default=None,
+                     help="I/O engine [default: uring, or sync with a "
+                          "warning when io_uring is refused]"),
+        click.option("--block-size", type=SizeType(),
+                     default=DEFAULT_BLOCK_SIZE, show_default="128K",
+                     help="bytes per read or write request"),
+        click.option("--queue-depth", type=click.IntRange(1, 4096),
+                     default=DEFAULT_QUEUE_DEPTH, show_default=True,
+                     help="requests in flight per file"),
+        click.option("--stats", "show_stats", is_flag=True,
+                     help="print ring statistics on stderr afterwards"),
+        click.option("--stats-format", type=click.Choice(["table", "json"]),
+                     default=None, help="statistics as a table or one JSON "
+                                        "object (implies --stats)"),
+        click.version_option(__version__, prog_name="uringtools"),
+    ]
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, engine: Optional[str], block_size: int,
+                queue_depth: int, show_stats: bool,
+                stats_format: Optional[str], **kwargs: Any) -> Any:
+        settings = Settings(engine, block_size, queue_depth,
+                            show_stats or stats_format is not None,
+                            stats_format or "table")
+        return func(*args, settings=settings, **kwargs)
+
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper
+
+
+class Reporter:
+    """GNU-style messages on stderr and the exit status they imply."""
+
+    def __init__(self, prog: str) -> None:
+        self.prog = prog
+        self.status = 0
+
+    def error(self, name: Optional[str], reason: str) -> None:
+        """``prog: NAME: reason`` (or ``prog: reason``); the status becomes 1."""
+        self.status = 1
+        self.say(f"{name}: {reason}" if name is not None else reason)
+
+    def say(self, message: str) -> None:
+        """Print ``prog: message`` on stderr without changing the status."""
+        try:
+            os.write(2, f"{self.prog}: {message}\n".encode("utf-8", "surrogateescape"))
+        except OSError:
+            pass
+
+    def fail(self, message: str, status: int = 1) -> NoReturn:
+        """Print ``prog: message`` and exit with ``status``."""
+        self.say(message)
+        raise SystemExit(status)
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: unwind (cleaning up), then die of the signal."""
+
+
+def die_of_signal(signum: int) -> None:
+    """Exit the way GNU tools do: killed by ``signum`` (status 128+n)."""
+    try:
+        sys.stderr.flush()
+    except Exception:
+        pass
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+    os._exit(128 + signum)  # in case the signal is blocked
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def guard_std_fds() -> Set[int]:
+    """Occupy closed fds 0-2 with /dev/null; return which were closed.
+
+    Otherwise the first file we open would become "stdout" (``>&-``).
+    """
+    closed: Set[int] = set()
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            closed.add(fd)
+    for fd in sorted(closed):
+        new = os.open(os.devnull, os.O_RDONLY)
+        if new != fd:
+            os.dup2(new, fd, inheritable=True)
+            os.close(new)
+    return closed
+
+
+def run_main(reporter: Reporter, body: Callable[[], int]) -> None:
+    """Run a command body under the shared exit conventions.
+
+    SIGPIPE kills us silently (141), Ctrl-C is 130, SIGTERM 143, after the
+    body's own clean-up has run; anything else unexpected is one line.
+    """
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        status = body()
+    except KeyboardInterrupt:
+        die_of_signal(signal.SIGINT)
+        raise SystemExit(130)
+    except Terminated:
+        die_of_signal(signal.SIGTERM)
+        raise SystemExit(143)
+    except BrokenPipeError:
+        die_of_signal(signal.SIGPIPE)
+        raise SystemExit(141)
+    except MemoryError:
+        reporter.fail("memory exhausted")
+    raise SystemExit(status)
+
+
+def with_engine(settings: Settings, reporter: Reporter, stats: Stats,
+                work: Callable[[str], T]) -> T:
+    """Run ``work(engine)``, falling back from uring to sync if refused.
+
+    ``work`` must raise UringUnavailable before it has done anything the
+    user can see (it sets its ring up first).
+    """
+    from ..ring import UringUnavailable
+
+    if settings.engine == "sync":
+        return work("sync")
+    try:
+        return work("uring")
+    except UringUnavailable as exc:
+        if settings.engine == "uring":
+            reporter.fail(exc.hint())
+        reporter.say(f"warning: {exc.hint()}; using the sync engine")
+        stats.fallback_reason = exc.hint()
+        return work("sync")
+
+
+def emit_stats(settings: Settings, stats: Stats) -> None:
+    """Print --stats on stderr (rich is imported only here)."""
+    if not settings.stats:
+        return
+    if settings.stats_format == "json":
+        import json
+
+        line = json.dumps(stats.to_dict(), sort_keys=True) + "\n"
+        try:
+            os.write(2, line.encode())
+        except OSError:
+            pass
+        return
+    from .ui import print_stats_table
+
+    print_stats_table(stats)
+
+
+def strerror(code: int) -> str:
+    """The C library's text for an errno."""
+    return os.strerror(code) if code else "Unknown error"
+
+
+__all__ = ["Settings", "engine_options", "Reporter", "run_main", "with_engine",
+           "emit_stats", "guard_std_fds", "die_of_signal", "Terminated",
+           "strerror", "errno"]

@@ -1,0 +1,83 @@
+"""Plain-descriptor helpers shared by the engines: what kind of file a
+descriptor is, waiting on non-blocking descriptors, and blocking-style
+read/write loops that survive EAGAIN."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import select
+import stat
+from typing import Optional
+
+from .stats import Stats
+
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
+PIPE_SIZE_WANTED = 1 << 20
+
+
+def wait_ready(fd: int, writable: bool) -> None:
+    """Block until ``fd`` is readable (or writable)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT if writable else select.POLLIN)
+    poller.poll()
+
+
+def write_all(fd: int, data: memoryview, stats: Optional[Stats] = None) -> None:
+    """Write every byte of ``data`` to ``fd``, waiting out EAGAIN.
+
+    Raises:
+        OSError: the write failed (EPIPE, ENOSPC, EIO, ...).
+    """
+    view = memoryview(data)
+    while view:
+        try:
+            n = os.write(fd, view)
+        except BlockingIOError:
+            wait_ready(fd, writable=True)
+            continue
+        except InterruptedError:
+            continue
+        if stats is not None:
+            stats.count_syscall("write")
+            stats.bytes_written += n
+            if n < len(view):
+                stats.short_writes += 1
+        view = view[n:]
+
+
+def read_into(fd: int, buf: bytearray, stats: Optional[Stats] = None) -> int:
+    """One read(2) into ``buf``, waiting out EAGAIN; returns the count (0 at EOF)."""
+    while True:
+        try:
+            n = os.readv(fd, [buf])
+        except BlockingIOError:
+            wait_ready(fd, writable=False)
+            continue
+        except InterruptedError:
+            continue
+        if stats is not None:
+            stats.count_syscall("read")
+            stats.bytes_read += n
+        return n
+
+
+def enlarge_pipe(fd: int, st: os.stat_result) -> None:
+    """Grow a pipe's buffer toward 1 MiB (fewer wake-ups); ignore refusals."""
+    if not stat.S_ISFIFO(st.st_mode):
+        return
+    try:
+        if fcntl.fcntl(fd, F_GETPIPE_SZ) < PIPE_SIZE_WANTED:
+            fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE_WANTED)
+    except OSError:
+        pass
+
+
+def is_positional(st: os.stat_result) -> bool:
+    """Can this file be read at explicit offsets, several blocks at once?
+
+    Only regular files that claim a size: /proc and /sys files claim 0 and
+    are read as streams until a read returns 0.
+    """
+    return stat.S_ISREG(st.st_mode) and st.st_size > 0

@@ -4,44 +4,48 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 
-@dataclass
 class Stats:
-    """What the ring (or the sync loop) and the pipeline actually did."""
+    """What the ring (or the sync loop) and the pipeline actually did.
 
-    engine: str = "uring"
-    command: str = ""
-    block_size: int = 0
-    queue_depth: int = 0
-    setup_flags: List[str] = field(default_factory=list)
-    registered_buffers: bool = False
-    registered_buffers_note: str = ""
-    registered_files: int = 0
-    registered_files_note: str = ""
-    fallback_reason: str = ""
-    sqes: int = 0
-    cqes: int = 0
-    enters: int = 0
-    enter_retries: int = 0
-    ops: Dict[str, int] = field(default_factory=dict)
-    syscalls: Dict[str, int] = field(default_factory=dict)
-    bytes_read: int = 0
-    bytes_written: int = 0
-    short_reads: int = 0
-    short_writes: int = 0
-    resubmissions: int = 0
-    max_in_flight: int = 0
-    files: int = 0
-    errors: int = 0
-    elapsed_s: float = 0.0
-    cpu_user_s: float = 0.0
-    cpu_sys_s: float = 0.0
-    extra: Dict[str, Any] = field(default_factory=dict)
-    _t0: float = 0.0
-    _cpu0: Optional[os.times_result] = None
+    A plain class rather than a dataclass: importing dataclasses costs
+    start-up time every command pays.
+    """
+
+    def __init__(self, engine: str = "uring", command: str = "",
+                 block_size: int = 0, queue_depth: int = 0) -> None:
+        self.engine = engine
+        self.command = command
+        self.block_size = block_size
+        self.queue_depth = queue_depth
+        self.setup_flags: List[str] = []
+        self.registered_buffers = False
+        self.registered_buffers_note = ""
+        self.registered_files = 0
+        self.registered_files_note = ""
+        self.fallback_reason = ""
+        self.sqes = 0
+        self.cqes = 0
+        self.enters = 0
+        self.enter_retries = 0
+        self.ops: Dict[str, int] = {}
+        self.syscalls: Dict[str, int] = {}
+        self.bytes_read = 0
+        self.bytes_written = 0
+        self.short_reads = 0
+        self.short_writes = 0
+        self.resubmissions = 0
+        self.max_in_flight = 0
+        self.files = 0
+        self.errors = 0
+        self.elapsed_s = 0.0
+        self.cpu_user_s = 0.0
+        self.cpu_sys_s = 0.0
+        self.extra: Dict[str, Any] = {}
+        self._t0 = 0.0
+        self._cpu0: Optional[os.times_result] = None
 
     def start(self) -> None:
         """Mark the start of the measured work."""

@@ -1,40 +1,18 @@
-"""The ``uringtools`` command group; subcommands load on first use."""
+"""The command-line interface. Importing this package costs no Click:
+the ``uringtools`` group lives in group.py."""
 
 from __future__ import annotations
 
-import importlib
-from typing import Any, Dict, List, Optional, Tuple
-
-import click
-
-from .. import __version__
+from typing import Any, Dict, Tuple
 
 #: subcommand -> (module, attribute); imported only when invoked
 SUBCOMMANDS: Dict[str, Tuple[str, str]] = {
-    "cat": ("uringtools.cli.cat", "cat_command"),
+    "cat": ("uringtools.cli.cat_command", "cat_command"),
 }
-
-
-class LazyGroup(click.Group):
-    """A group whose subcommands are imported when first asked for."""
-
-    def list_commands(self, ctx: click.Context) -> List[str]:
-        return sorted(SUBCOMMANDS)
-
-    def get_command(self, ctx: click.Context, name: str) -> Optional[click.Command]:
-        if name not in SUBCOMMANDS:
-            return None
-        module, attr = SUBCOMMANDS[name]
-        command: click.Command = getattr(importlib.import_module(module), attr)
-        return command
-
-
-@click.group(cls=LazyGroup)
-@click.version_option(__version__, prog_name="uringtools")
-def cli() -> None:
-    """cat, cp and checksum tools whose I/O runs through io_uring."""
 
 
 def main(*args: Any, **kwargs: Any) -> None:
     """Entry point of the ``uringtools`` script."""
+    from .group import cli
+
     cli.main(*args, **kwargs)

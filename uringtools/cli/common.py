@@ -8,10 +8,7 @@ import functools
 import os
 import signal
 import sys
-from dataclasses import dataclass
 from typing import Any, Callable, NoReturn, Optional, Set, TypeVar
-
-import click
 
 from .. import __version__
 from ..stats import Stats
@@ -23,40 +20,57 @@ DEFAULT_QUEUE_DEPTH = 4
 _SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 
 
-class SizeType(click.ParamType):
-    """A byte count with an optional K/M/G suffix (binary units)."""
+def parse_size(text: str) -> int:
+    """``128K`` -> 131072: a byte count with an optional K/M/G suffix.
 
-    name = "SIZE"
+    Raises:
+        ValueError: not a size between 512 bytes and 1 GiB.
+    """
+    raw = str(text).strip().upper()
+    for unit in ("IB", "B"):
+        if raw.endswith(unit) and len(raw) > len(unit):
+            raw = raw[:-len(unit)]
+            break
+    suffix = raw[-1:] if raw[-1:] in _SUFFIXES and raw[-1:] else ""
+    number = raw[:-1] if suffix else raw
+    if not number.isdigit():
+        raise ValueError(f"invalid size {text!r}")
+    size = int(number) * _SUFFIXES[suffix]
+    if size < 512 or size > (1 << 30):
+        raise ValueError(f"{text!r} is not between 512 and 1G")
+    return size
 
-    def convert(self, value: Any, param: Any, ctx: Any) -> int:
-        if isinstance(value, int):
-            return value
-        text = str(value).strip().upper().removesuffix("IB").removesuffix("B")
-        suffix = text[-1:] if text[-1:] in _SUFFIXES else ""
-        number = text[:-1] if suffix else text
-        try:
-            size = int(number) * _SUFFIXES[suffix]
-        except ValueError:
-            self.fail(f"invalid size: {value!r}", param, ctx)
-        if size < 512 or size > (1 << 30):
-            self.fail(f"{value!r} is not between 512 and 1G", param, ctx)
-        return size
 
-
-@dataclass
 class Settings:
     """The shared options, as parsed."""
 
-    engine: Optional[str]   # None: uring, falling back to sync if refused
-    block_size: int
-    queue_depth: int
-    stats: bool
-    stats_format: str
+    def __init__(self, engine: Optional[str] = None,
+                 block_size: int = DEFAULT_BLOCK_SIZE,
+                 queue_depth: int = DEFAULT_QUEUE_DEPTH, stats: bool = False,
+                 stats_format: str = "table") -> None:
+        self.engine = engine  # None: uring, falling back to sync if refused
+        self.block_size = block_size
+        self.queue_depth = queue_depth
+        self.stats = stats
+        self.stats_format = stats_format
 
 
 def engine_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Add --engine, --block-size, --queue-depth, --stats, --stats-format
     and --version to a command; it receives them as ``settings``."""
+    import click
+
+    class SizeType(click.ParamType):
+        name = "SIZE"
+
+        def convert(self, value: Any, param: Any, ctx: Any) -> int:
+            if isinstance(value, int):
+                return value
+            try:
+                return parse_size(value)
+            except ValueError as exc:
+                self.fail(str(exc), param, ctx)
+
     options = [
         click.option("--engine", type=click.Choice(["uring", "sync"]),
                      default=None,

@@ -140,6 +140,12 @@ def cat_files(names: Sequence[str], out_fd: int = 1, *, engine: str = "uring",
             if failure is not None:
                 report(name, failure)
                 ok = False
+        tail = formatter.flush() if formatter is not None else b""
+        if tail:
+            try:
+                fdio.write_all(out_fd, memoryview(tail), stats)
+            except OSError as exc:
+                raise WriteError(exc.errno, exc.strerror) from None
     finally:
         copier.close()
         stats.stop()
@@ -192,6 +198,9 @@ class _SyncCopier(_Copier):
         except OSError as exc:
             raise WriteError(exc.errno, exc.strerror) from None
 
+
+#: Memory that abandoned rings may still read or write: never freed.
+_ABANDONED: List[object] = []
 
 # slot states
 _FREE, _READING, _FILLED, _EOF, _ERROR = range(5)
@@ -410,8 +419,12 @@ class _UringCopier(_Copier):
             return failure
         finally:
             if reads or w_busy:
-                self._drain()
-            ring.detach_file(src)
+                # Only an exception (Ctrl-C, SIGTERM, a write error) leaves
+                # requests in flight. Waiting for them could block forever (a
+                # read from a FIFO nobody writes to): abandon the ring instead.
+                self._abandon(w_keep)
+            else:
+                ring.detach_file(src)
 
     def _confirm_empty(self, fd: int) -> Optional[str]:
         try:
@@ -430,10 +443,12 @@ class _UringCopier(_Copier):
         cdata = ffi.from_buffer(data)
         return (cdata, int(ffi.cast("uintptr_t", cdata)))
 
-    def _drain(self) -> None:
-        """Wait for every request still in flight (after an error)."""
-        while self.ring.in_flight:
-            try:
-                self.ring.wait(1)
-            except OSError:
-                break
+    def _abandon(self, keep: Optional[object]) -> None:
+        """Close the ring with requests still in flight (after an exception).
+
+        The kernel cancels them on its own time, so the memory they point
+        into (the arena, a formatted write buffer) stays referenced until the
+        process exits; this copier cannot be used again.
+        """
+        _ABANDONED.append((self.arena, keep))
+        self.ring.close()

@@ -7,12 +7,10 @@ does in GNU cat.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Callable, List
+from typing import Callable, List, NamedTuple
 
 
-@dataclass(frozen=True)
-class CatFormat:
+class CatFormat(NamedTuple):
     """Which of GNU cat's output transformations are on."""
 
     number: bool = False            # -n
@@ -54,6 +52,10 @@ class CatFormatter:
         self.number_blank = fmt.number and not fmt.number_nonblank
         self.newlines = 0   # GNU's counter: -1 mid-line, 0 at a line start, >0 blank lines
         self.line_no = 0
+        # GNU 9.1 -E (without -v) shows "\r\n" as "^M$"; a "\r" ending a
+        # chunk waits for the next byte to know which it is.
+        self.cr_as_caret = fmt.show_ends and not fmt.show_nonprinting
+        self.pending_cr = False
         self._render = self._make_renderer()
 
     def _make_renderer(self) -> Callable[[bytes], bytes]:
@@ -78,6 +80,9 @@ class CatFormatter:
         fmt = self.fmt
         end_mark = b"$\n" if fmt.show_ends else b"\n"
         pos, size = 0, len(data)
+        if self.pending_cr and size:
+            self.pending_cr = False
+            out.append(b"^M" if data[0] == 10 else b"\r")
         while pos < size:
             if data[pos] == 10:
                 self.newlines += 1
@@ -97,6 +102,20 @@ class CatFormatter:
             self.newlines = -1
             nl = data.find(b"\n", pos)
             end = size if nl < 0 else nl
-            out.append(self._render(data[pos:end]))
+            if self.cr_as_caret and data[end - 1] == 13:
+                out.append(self._render(data[pos:end - 1]))
+                if nl < 0:
+                    self.pending_cr = True
+                else:
+                    out.append(b"^M")
+            else:
+                out.append(self._render(data[pos:end]))
             pos = end
         return b"".join(out)
+
+    def flush(self) -> bytes:
+        """What is still held back at the end of all input (a lone "\r")."""
+        if self.pending_cr:
+            self.pending_cr = False
+            return b"\r"
+        return b""

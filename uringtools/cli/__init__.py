@@ -8,6 +8,7 @@ from typing import Any, Dict, Tuple
 #: subcommand -> (module, attribute); imported only when invoked
 SUBCOMMANDS: Dict[str, Tuple[str, str]] = {
     "cat": ("uringtools.cli.cat_command", "cat_command"),
+    "cp": ("uringtools.cli.cp", "cp_command"),
 }
 
 

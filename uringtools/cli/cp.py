@@ -1,0 +1,193 @@
+"""uring-cp: GNU cp over io_uring, writing through temporaries so that
+nothing is lost when a copy fails or is interrupted."""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+from typing import Any, Callable, Optional, Tuple
+
+import click
+
+from ..copy import CopyOptions, quote
+from ..stats import Stats
+from .common import (Reporter, Settings, emit_stats, engine_options,
+                     guard_std_fds, run_main, with_engine)
+
+PROG = "uring-cp"
+#: --progress defaults to on (on a terminal) from this many bytes
+PROGRESS_AUTO_BYTES = 256 << 20
+
+
+def _usage(reporter: Reporter, message: str) -> None:
+    reporter.say(message)
+    reporter.fail(f"Try '{PROG} --help' for more information.")
+
+
+class _Bar:
+    """A rich progress bar on stderr; rich is imported only here."""
+
+    def __init__(self, total: int) -> None:
+        from rich.console import Console
+        from rich.progress import (BarColumn, DownloadColumn, Progress,
+                                   TransferSpeedColumn, TimeRemainingColumn)
+
+        self.progress = Progress(
+            "[progress.description]{task.description}", BarColumn(),
+            DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+            console=Console(stderr=True), redirect_stdout=False,
+            redirect_stderr=False, transient=True)
+        self.task = self.progress.add_task("copying", total=total or None)
+        self.found = 0
+        self.progress.start()
+
+    def advance(self, n: int) -> None:
+        self.progress.advance(self.task, n)
+
+    def add_total(self, n: int) -> None:
+        self.found += n
+        task = self.progress.tasks[0]
+        if task.total is None or self.found > task.total:
+            self.progress.update(self.task, total=self.found)
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+def _operand_bytes(names: Tuple[str, ...]) -> int:
+    total = 0
+    for name in names:
+        try:
+            st = os.stat(name)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode):
+            total += st.st_size
+    return total
+
+
+@click.command(name="cp", context_settings={"help_option_names": ["--help"]})
+@click.option("-a", "--archive", is_flag=True, help="same as -dR --preserve=all")
+@click.option("-f", "--force", is_flag=True,
+              help="if an existing destination file cannot be opened, "
+                   "replace it anyway")
+@click.option("-L", "--dereference", "deref", flag_value="L",
+              help="always follow symbolic links in SOURCE")
+@click.option("-P", "--no-dereference", "deref", flag_value="P",
+              help="never follow symbolic links in SOURCE")
+@click.option("-n", "--no-clobber", is_flag=True,
+              help="do not overwrite an existing file")
+@click.option("-p", "preserve", is_flag=True,
+              help="preserve mode, ownership and timestamps")
+@click.option("--preserve", "preserve_long", is_flag=True,
+              help="same as -p")
+@click.option("-r", "-R", "--recursive", is_flag=True,
+              help="copy directories recursively")
+@click.option("--sparse", type=click.Choice(["auto", "always", "never"]),
+              default="auto", show_default=True,
+              help="control creation of sparse files")
+@click.option("-t", "--target-directory", metavar="DIRECTORY",
+              help="copy all SOURCE arguments into DIRECTORY")
+@click.option("-T", "--no-target-directory", is_flag=True,
+              help="treat DEST as a normal file")
+@click.option("-v", "--verbose", is_flag=True,
+              help="explain what is being done")
+@click.option("--fsync", is_flag=True,
+              help="flush each file before renaming it into place, and its "
+                   "directory after")
+@click.option("--progress/--no-progress", default=None,
+              help="show a progress bar on stderr [default: on a terminal, "
+                   "for large jobs]")
+@click.argument("operands", nargs=-1)
+@engine_options
+def cp_command(operands: Tuple[str, ...], archive: bool, force: bool,
+               deref: Optional[str], no_clobber: bool, preserve: bool,
+               preserve_long: bool, recursive: bool, sparse: str,
+               target_directory: Optional[str], no_target_directory: bool,
+               verbose: bool, fsync: bool, progress: Optional[bool],
+               settings: Settings) -> None:
+    """Copy SOURCE to DEST, or multiple SOURCE(s) to DIRECTORY, through
+    io_uring. Each file is written to a temporary beside its destination and
+    renamed into place only when complete.
+
+    \b
+    Usage: uring-cp [OPTION]... [-T] SOURCE DEST
+      or:  uring-cp [OPTION]... SOURCE... DIRECTORY
+      or:  uring-cp [OPTION]... -t DIRECTORY SOURCE...
+    """
+    reporter = Reporter(PROG)
+    guard_std_fds()
+
+    def body() -> int:
+        from ..copytree import copy_paths
+
+        if target_directory is not None and no_target_directory:
+            reporter.fail("cannot combine --target-directory (-t) and "
+                          "--no-target-directory (-T)")
+        if target_directory is not None:
+            sources, dest = operands, None
+            if not sources:
+                _usage(reporter, "missing file operand")
+        else:
+            if not operands:
+                _usage(reporter, "missing file operand")
+            if len(operands) == 1:
+                _usage(reporter, "missing destination file operand after "
+                                 f"{quote(operands[0])}")
+            if no_target_directory and len(operands) > 2:
+                _usage(reporter, f"extra operand {quote(operands[2])}")
+            sources, dest = operands[:-1], operands[-1]
+        dereference = {"L": True, "P": False}.get(deref or "")
+        if archive and deref is None:
+            dereference = False
+        stats = Stats(command="cp")
+        options = CopyOptions(
+            recursive=recursive or archive, preserve=preserve or preserve_long
+            or archive, dereference=dereference, no_clobber=no_clobber,
+            force=force, verbose=verbose, sparse=sparse, fsync=fsync,
+            block_size=settings.block_size, queue_depth=settings.queue_depth)
+
+        show = progress
+        if show is None:
+            show = (sys.stderr.isatty()
+                    and _operand_bytes(sources) >= PROGRESS_AUTO_BYTES)
+        bar: Optional[_Bar] = None
+        on_verbose: Optional[Callable[[str], None]] = None
+        if verbose:
+            def on_verbose(line: str) -> None:
+                sys.stdout.write(line + "\n")
+
+        def work(engine: str) -> bool:
+            nonlocal bar
+            options.engine = engine
+            if show and bar is None:
+                bar = _Bar(0)
+            extra: Any = {}
+            if bar is not None:
+                extra = {"on_progress": bar.advance, "on_total": bar.add_total}
+            return copy_paths(sources, dest, options=options,
+                              target_directory=target_directory,
+                              no_target_directory=no_target_directory,
+                              stats=stats,
+                              on_error=lambda msg: reporter.error(None, msg),
+                              on_verbose=on_verbose, **extra)
+
+        try:
+            with_engine(settings, reporter, stats, work)
+        finally:
+            if bar is not None:
+                bar.close()
+            try:
+                sys.stdout.flush()
+            except OSError:
+                pass
+        emit_stats(settings, stats)
+        return reporter.status
+
+    run_main(reporter, body)
+
+
+def main() -> None:
+    """Entry point of the ``uring-cp`` script."""
+    cp_command.main(prog_name=PROG)

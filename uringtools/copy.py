@@ -1,0 +1,756 @@
+"""cp: copy regular files through linked read->write chains, safely.
+
+Every regular destination is written into a temporary file beside it
+(created 0600 with O_EXCL|O_NOFOLLOW) and renamed over the destination only
+when complete, so a failed or interrupted copy leaves the old destination
+(or none). The uring engine keeps many chunks, and many files, in flight in
+one ring: each chunk is a read_fixed linked to a write_fixed over a slot of
+the registered arena. The sync engine is a pread/pwrite loop with the same
+block size. The tree walk and GNU's checks live in :mod:`uringtools.copytree`.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import stat
+from collections import deque
+from dataclasses import dataclass, field
+from typing import (Callable, Deque, Dict, Iterable, Iterator, List, Optional,
+                    Set, Tuple)
+
+from . import fdio
+from .ring import (OP_CLOSE, OP_READ, OP_READ_FIXED, OP_WRITE,
+                   OP_WRITE_FIXED, SQE_IO_LINK, Arena, FileRef, Ring)
+from .stats import Stats
+
+DEFAULT_BLOCK_SIZE = 128 * 1024
+DEFAULT_QUEUE_DEPTH = 4
+#: keep the arena about the size of L2 (DESIGN.md): 16 x 128 KiB
+ARENA_BYTES = 2 << 20
+#: files at least this large go into the registered file table
+REGISTER_MIN_SIZE = 1 << 20
+
+#: (message) for each failure, already GNU-formatted without the prog name
+ErrorHandler = Callable[[str], None]
+#: bytes copied since the last call
+ProgressHandler = Callable[[int], None]
+
+
+def quote(name: str) -> str:
+    """Quote a file name as GNU coreutils' shell-escape-always style does."""
+    if name and all(c.isprintable() and c not in "'" for c in name):
+        return f"'{name}'"
+    if name and "'" in name and all(c.isprintable() and c not in '"$`\\!'
+                                    for c in name):
+        return f'"{name}"'
+    out: List[str] = ["'"]
+    for c in name:
+        if c == "'":
+            out.append("'\\''")
+        elif not c.isprintable():
+            esc = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\a": "\\a",
+                   "\b": "\\b", "\f": "\\f", "\v": "\\v"}.get(c)
+            if esc is None:
+                code = ord(c)
+                if 0xDC80 <= code <= 0xDCFF:  # undecodable byte
+                    code -= 0xDC00
+                esc = f"\\{code:03o}" if code < 256 else c
+            out.append(f"'$'{esc}''")
+        else:
+            out.append(c)
+    out.append("'")
+    text = "".join(out)
+    # GNU drops the empty '' pairs an escape leaves at either end
+    if text.startswith("'''$'"):
+        text = text[2:]
+    if text.endswith("'''") and len(text) > 3:
+        text = text[:-2]
+    return text
+
+
+@dataclass
+class CopyOptions:
+    """What to copy and how (GNU cp's options)."""
+
+    recursive: bool = False
+    preserve: bool = False          # -p: mode, ownership, timestamps
+    dereference: Optional[bool] = None  # -L True, -P False, None: GNU default
+    no_clobber: bool = False
+    force: bool = False
+    verbose: bool = False
+    sparse: str = "auto"            # auto | always | never
+    fsync: bool = False
+    engine: str = "uring"
+    block_size: int = DEFAULT_BLOCK_SIZE
+    queue_depth: int = DEFAULT_QUEUE_DEPTH
+
+
+@dataclass
+class FileJob:
+    """One regular-file (or contents) copy, planned by the tree walk."""
+
+    src: str
+    dst: str                         # the name shown to the user
+    target: str                      # the path actually replaced
+    src_st: os.stat_result
+    old_st: Optional[os.stat_result]  # the destination being replaced
+    mode: int                        # permission bits for the result
+    in_place: bool = False           # destination is a FIFO, device...
+    # filled while copying
+    fd_in: int = -1
+    fd_out: int = -1
+    tmp: Optional[str] = None
+    size: int = 0
+    extents: List[Tuple[int, int]] = field(default_factory=list)
+    failure: Optional[str] = None
+
+
+class CopyFailed(OSError):
+    """One file could not be copied; the message is GNU-formatted."""
+
+
+def _strerror(exc: OSError) -> str:
+    return exc.strerror or os.strerror(exc.errno or 0)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _umask()
+
+
+# -- per-file set-up and finish, shared by both engines -----------------------
+
+class FileCopier:
+    """Opens, finishes and cleans up FileJobs; the engines move the bytes."""
+
+    def __init__(self, options: CopyOptions, stats: Stats,
+                 on_error: ErrorHandler,
+                 on_progress: Optional[ProgressHandler] = None) -> None:
+        self.options = options
+        self.stats = stats
+        self.on_error = on_error
+        self.on_progress = on_progress
+        self.temps: Set[str] = set()     # temporaries that exist right now
+        self.synced_dirs: Set[str] = set()
+        self.ok = True
+
+    def fail(self, message: str) -> None:
+        self.ok = False
+        self.stats.errors += 1
+        self.on_error(message)
+
+    def open(self, job: FileJob) -> bool:
+        """Open the source and create the temporary; False (reported) on error."""
+        try:
+            job.fd_in = os.open(job.src, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            self.fail(f"cannot open {quote(job.src)} for reading: "
+                      f"{_strerror(exc)}")
+            return False
+        try:
+            if job.in_place:
+                job.fd_out = os.open(job.target, os.O_WRONLY | os.O_TRUNC
+                                     | os.O_CLOEXEC)
+            else:
+                self._create_temp(job)
+        except OSError as exc:
+            os.close(job.fd_in)
+            job.fd_in = -1
+            self.fail(f"cannot create regular file {quote(job.dst)}: "
+                      f"{_strerror(exc)}")
+            return False
+        job.size = job.src_st.st_size
+        if not job.in_place:
+            job.extents = self._extents(job)
+        return True
+
+    def _create_temp(self, job: FileJob) -> None:
+        head, tail = os.path.split(job.target)
+        flags = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                 | os.O_CLOEXEC)
+        for _ in range(100):
+            name = os.path.join(head, f".{tail[:180]}.ucp-{secrets.token_hex(4)}")
+            self.temps.add(name)   # before the open: a signal may come
+            try:
+                job.fd_out = os.open(name, flags, 0o600)
+            except FileExistsError:
+                self.temps.discard(name)
+                continue
+            except BaseException:
+                self.temps.discard(name)
+                raise
+            job.tmp = name
+            return
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), job.target)
+
+    def _extents(self, job: FileJob) -> List[Tuple[int, int]]:
+        """The data extents to copy: holes are skipped unless --sparse=never."""
+        size = job.size
+        if size == 0:
+            return []
+        if (self.options.sparse == "never"
+                or job.src_st.st_blocks * 512 >= size):
+            return [(0, size)]
+        extents: List[Tuple[int, int]] = []
+        pos = 0
+        try:
+            while pos < size:
+                try:
+                    start = os.lseek(job.fd_in, pos, os.SEEK_DATA)
+                except OSError as exc:
+                    if exc.errno == errno.ENXIO:
+                        break
+                    raise
+                end = min(os.lseek(job.fd_in, start, os.SEEK_HOLE), size)
+                if end > start:
+                    extents.append((start, end - start))
+                pos = end
+        except OSError:
+            return [(0, size)]
+        self.stats.extra["holes_skipped"] = (
+            self.stats.extra.get("holes_skipped", 0) + 1)
+        return extents
+
+    def finish(self, job: FileJob) -> bool:
+        """Apply size, mode, owner, times; rename into place; close both."""
+        try:
+            if job.failure is not None:
+                self.fail(job.failure)
+                return False
+            if not job.in_place:
+                fd = job.fd_out
+                end = job.extents[-1][0] + job.extents[-1][1] if job.extents else 0
+                if end < job.size:
+                    os.ftruncate(fd, job.size)
+                self._apply_attrs(job, fd)
+                if self.options.fsync:
+                    os.fsync(fd)
+                os.rename(job.tmp, job.target)  # type: ignore[arg-type]
+                self.temps.discard(job.tmp)  # type: ignore[arg-type]
+                job.tmp = None
+                if self.options.fsync:
+                    self.synced_dirs.add(os.path.dirname(job.target) or ".")
+            elif self.options.fsync:
+                try:
+                    os.fsync(job.fd_out)
+                except OSError:
+                    pass
+            return True
+        except OSError as exc:
+            self.fail(f"cannot create regular file {quote(job.dst)}: "
+                      f"{_strerror(exc)}")
+            return False
+        finally:
+            self.release(job)
+
+    def _apply_attrs(self, job: FileJob, fd: int) -> None:
+        st = job.src_st
+        if self.options.preserve:
+            try:
+                os.fchown(fd, st.st_uid, st.st_gid)
+            except PermissionError:
+                pass
+            os.fchmod(fd, st.st_mode & 0o7777)
+            os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+            return
+        if job.old_st is not None:
+            old = job.old_st
+            if (old.st_uid, old.st_gid) != (os.geteuid(), os.getegid()):
+                try:
+                    os.fchown(fd, old.st_uid, old.st_gid)
+                except PermissionError:
+                    pass
+        if job.mode != 0o600:
+            os.fchmod(fd, job.mode)
+
+    def release(self, job: FileJob, close: bool = True) -> None:
+        """Close the descriptors (unless the ring closes them) and drop the temp."""
+        if close:
+            for fd in (job.fd_in, job.fd_out):
+                if fd >= 0:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+        job.fd_in = job.fd_out = -1
+        if job.tmp is not None:
+            try:
+                os.unlink(job.tmp)
+            except OSError:
+                pass
+            self.temps.discard(job.tmp)
+            job.tmp = None
+
+    def cleanup(self) -> None:
+        """Remove every temporary still on disk (failure or signal)."""
+        for name in list(self.temps):
+            try:
+                os.unlink(name)
+            except OSError:
+                pass
+        self.temps.clear()
+
+    def sync_dirs(self) -> None:
+        """--fsync: flush the directories that received renames."""
+        for d in sorted(self.synced_dirs):
+            try:
+                fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                self.fail(f"cannot fsync {quote(d)}: {_strerror(exc)}")
+        self.synced_dirs.clear()
+
+    def progress(self, n: int) -> None:
+        if self.on_progress is not None and n:
+            self.on_progress(n)
+
+
+def _read_error(job: FileJob, code: int) -> str:
+    return f"error reading {quote(job.src)}: {os.strerror(code)}"
+
+
+def _write_error(job: FileJob, code: int) -> str:
+    return f"error writing {quote(job.dst)}: {os.strerror(code)}"
+
+
+# -- engines ------------------------------------------------------------------
+
+class SyncEngine:
+    """pread/pwrite loop, one file after another: the baseline."""
+
+    def __init__(self, files: FileCopier, block_size: int) -> None:
+        self.files = files
+        self.stats = files.stats
+        self.bs = block_size
+        self.buf = bytearray(block_size)
+        self.view = memoryview(self.buf)
+        self.zero = bytes(block_size)
+
+    def run(self, jobs: Iterable[FileJob]) -> None:
+        for job in jobs:
+            self.copy_one(job)
+
+    def copy_one(self, job: FileJob) -> None:
+        files = self.files
+        if not files.open(job):
+            return
+        self.stats.files += 1
+        try:
+            if job.in_place or not fdio.is_positional(job.src_st):
+                self._stream(job)
+            else:
+                self._extents(job)
+        except BaseException:
+            files.release(job)
+            raise
+        files.finish(job)
+
+    def _stream(self, job: FileJob) -> None:
+        """Read to end of file (pipes, /proc files, devices as sources)."""
+        stats = self.stats
+        while True:
+            try:
+                n = fdio.read_into(job.fd_in, self.buf, stats)
+            except OSError as exc:
+                job.failure = _read_error(job, exc.errno or errno.EIO)
+                return
+            if n == 0:
+                break
+            try:
+                if job.in_place:
+                    fdio.write_all(job.fd_out, self.view[:n], stats)
+                else:
+                    self._pwrite(job, self.view[:n], job.size)
+            except OSError as exc:
+                job.failure = _write_error(job, exc.errno or errno.EIO)
+                return
+            job.size += n
+            self.files.progress(n)
+        job.extents = [(0, job.size)] if job.size else []
+        if job.in_place:
+            job.size = 0
+
+    def _pwrite(self, job: FileJob, data: memoryview, off: int) -> None:
+        stats = self.stats
+        while data:
+            n = os.pwrite(job.fd_out, data, off)
+            stats.count_syscall("pwrite")
+            stats.bytes_written += n
+            if n < len(data):
+                stats.short_writes += 1
+            data = data[n:]
+            off += n
+
+    def _extents(self, job: FileJob) -> None:
+        stats, bs, buf, view = self.stats, self.bs, self.buf, self.view
+        always = self.files.options.sparse == "always"
+        job.size = job.size  # the length stat gave; a shrinking file ends early
+        for start, length in list(job.extents):
+            off, end = start, start + length
+            while off < end:
+                want = min(bs, end - off)
+                try:
+                    n = os.preadv(job.fd_in, [view[:want]], off)
+                except OSError as exc:
+                    job.failure = _read_error(job, exc.errno or errno.EIO)
+                    return
+                stats.count_syscall("pread")
+                stats.bytes_read += n
+                if n == 0:       # the source shrank since stat
+                    self._shrunk(job, off)
+                    return
+                if n < want:
+                    stats.short_reads += 1
+                if not (always and view[:n] == self.zero[:n]):
+                    try:
+                        self._pwrite(job, view[:n], off)
+                    except OSError as exc:
+                        job.failure = _write_error(job, exc.errno or errno.EIO)
+                        return
+                else:
+                    stats.bytes_written += 0
+                off += n
+                self.files.progress(n)
+        if always:
+            job.extents = []  # ftruncate to the full size at finish
+
+    @staticmethod
+    def _shrunk(job: FileJob, off: int) -> None:
+        job.size = off
+        job.extents = [(s, min(ln, off - s)) for s, ln in job.extents if s < off]
+
+    def close(self) -> None:
+        pass
+
+
+# slot kinds in user_data (low 2 bits); the slot number sits above them
+_K_READ, _K_WRITE, _K_CLOSE = 0, 1, 2
+
+
+class _Active:
+    """A file in flight in the ring."""
+
+    __slots__ = ("job", "src", "dst", "chunks", "retry", "pending", "done")
+
+    def __init__(self, job: FileJob, src: FileRef, dst: FileRef,
+                 bs: int) -> None:
+        self.job = job
+        self.src = src
+        self.dst = dst
+        self.chunks: Iterator[Tuple[int, int]] = _chunks(job.extents, bs)
+        self.retry: Deque[Tuple[int, int]] = deque()
+        self.pending = 0          # slots busy for this file
+        self.done = False         # no more chunks to issue
+
+    def next_chunk(self) -> Optional[Tuple[int, int]]:
+        if self.retry:
+            return self.retry.popleft()
+        if self.done:
+            return None
+        for chunk in self.chunks:
+            return chunk
+        self.done = True
+        return None
+
+
+def _chunks(extents: List[Tuple[int, int]], bs: int) -> Iterator[Tuple[int, int]]:
+    for start, length in extents:
+        end = start + length
+        for off in range(start, end, bs):
+            yield off, min(bs, end - off)
+
+
+class UringEngine:
+    """Linked read_fixed -> write_fixed chains, many files in flight."""
+
+    def __init__(self, files: FileCopier, block_size: int,
+                 queue_depth: int) -> None:
+        self.files = files
+        self.stats = files.stats
+        self.bs = block_size
+        nslots = max(queue_depth, ARENA_BYTES // block_size, 4)
+        nslots = min(nslots, 256)
+        self.nslots = nslots
+        entries = 16
+        while entries < 4 * nslots + 8:
+            entries *= 2
+        self.ring = Ring(entries, stats=self.stats)
+        try:
+            self.arena = Arena(nslots, block_size)
+            self.fixed = self.ring.register_arena(self.arena)
+            self.table = self.ring.register_file_table(64)
+        except BaseException:
+            self.ring.close()
+            raise
+        self.read_op = OP_READ_FIXED if self.fixed else OP_READ
+        self.write_op = OP_WRITE_FIXED if self.fixed else OP_WRITE
+        self.sync = SyncEngine(files, block_size)
+        self.stats.extra["arena"] = f"{nslots} x {block_size}"
+
+    def close(self) -> None:
+        self.ring.close()
+
+    def run(self, jobs: Iterable[FileJob]) -> None:
+        ring, arena, bs, files = self.ring, self.arena, self.bs, self.files
+        stats = self.stats
+        free: List[int] = list(range(self.nslots - 1, -1, -1))
+        s_file: List[Optional[_Active]] = [None] * self.nslots
+        s_off = [0] * self.nslots
+        s_len = [0] * self.nslots       # bytes the chain asked for
+        s_wlen = [0] * self.nslots      # bytes the current write asked for
+        s_wstart = [0] * self.nslots    # offset inside the slot of that write
+        s_rres: List[Optional[int]] = [None] * self.nslots
+        s_wres: List[Optional[int]] = [None] * self.nslots
+        s_chain = [False] * self.nslots  # read+write, or a lone write
+        active: Deque[_Active] = deque()
+        closes = 0
+        it = iter(jobs)
+        more = True
+
+        def issue(a: _Active, s: int, off: int, length: int) -> None:
+            if ring.room < 2:
+                ring.submit()
+            s_file[s] = a
+            s_off[s], s_len[s], s_wlen[s], s_wstart[s] = off, length, length, 0
+            s_rres[s] = s_wres[s] = None
+            s_chain[s] = True
+            a.pending += 1
+            addr = arena.addr(s)
+            ring.prep(self.read_op, a.src.target, addr, length, off,
+                      (s << 2) | _K_READ, flags=a.src.sqe_flags | SQE_IO_LINK)
+            ring.prep(self.write_op, a.dst.target, addr, length, off,
+                      (s << 2) | _K_WRITE, flags=a.dst.sqe_flags)
+
+        def rewrite(s: int, start: int, length: int) -> None:
+            """A lone write of bytes already in slot ``s``."""
+            a = s_file[s]
+            assert a is not None
+            s_chain[s] = False
+            s_wstart[s], s_wlen[s] = start, length
+            s_rres[s] = s_wres[s] = None
+            stats.resubmissions += 1
+            ring.prep(self.write_op, a.dst.target, arena.addr(s, start), length,
+                      s_off[s] + start, (s << 2) | _K_WRITE,
+                      flags=a.dst.sqe_flags)
+
+        def release_slot(s: int) -> None:
+            a = s_file[s]
+            assert a is not None
+            a.pending -= 1
+            s_file[s] = None
+            free.append(s)
+
+        def finish(a: _Active) -> None:
+            nonlocal closes
+            job = a.job
+            for ref in (a.src, a.dst):
+                ring.detach_file(ref)
+            ok_so_far = job.failure is None
+            fds = (job.fd_in, job.fd_out)
+            if ok_so_far and not job.in_place:
+                # finish() closes nothing: the ring closes both in the next enter
+                job_fds = fds
+                job.fd_in = job.fd_out = -1
+                try:
+                    files_ok = self._finish_keep_fds(job, job_fds)
+                finally:
+                    for fd in job_fds:
+                        if ring.room < 1:
+                            ring.submit()
+                        ring.prep(OP_CLOSE, fd, 0, 0, 0, _K_CLOSE)
+                        closes += 1
+                del files_ok
+            else:
+                files.finish(job)
+
+        try:
+            while True:
+                # start files while there are free slots for them
+                while more and free and len(active) < self.nslots:
+                    try:
+                        job = next(it)
+                    except StopIteration:
+                        more = False
+                        break
+                    if (job.in_place or not fdio.is_positional(job.src_st)
+                            or files.options.sparse == "always"):
+                        self.sync.copy_one(job)
+                        continue
+                    if not files.open(job):
+                        continue
+                    stats.files += 1
+                    if self.table and job.size >= REGISTER_MIN_SIZE:
+                        src = ring.attach_file(job.fd_in)
+                        dst = ring.attach_file(job.fd_out)
+                    else:
+                        src = FileRef(job.fd_in, 0, job.fd_in, -1)
+                        dst = FileRef(job.fd_out, 0, job.fd_out, -1)
+                    a = _Active(job, src, dst, self.bs)
+                    active.append(a)
+                    # give it a first chunk now, so small files pack the ring
+                    chunk = a.next_chunk()
+                    if chunk is not None:
+                        issue(a, free.pop(), *chunk)
+                # spread the remaining free slots over the active files
+                progress = True
+                while free and progress:
+                    progress = False
+                    for a in active:
+                        if not free:
+                            break
+                        if a.job.failure is not None:
+                            continue
+                        chunk = a.next_chunk()
+                        if chunk is not None:
+                            issue(a, free.pop(), *chunk)
+                            progress = True
+                # retire files that are complete
+                if active:
+                    keep: Deque[_Active] = deque()
+                    for a in active:
+                        if a.pending == 0 and (a.job.failure is not None
+                                               or (a.done and not a.retry)):
+                            finish(a)
+                        else:
+                            keep.append(a)
+                    active = keep
+                if not active and not more:
+                    break
+                if ring.in_flight == 0 and ring.room == ring.entries:
+                    if not active:
+                        continue
+                    # every active file waits for a chunk it cannot get
+                    continue
+                n = ring.wait(1)
+                uds, ress = ring.cqe_user_data, ring.cqe_res
+                for i in range(n):
+                    ud, res = uds[i], ress[i]
+                    kind, s = ud & 3, ud >> 2
+                    if kind == _K_CLOSE:
+                        closes -= 1
+                        continue
+                    if kind == _K_READ:
+                        s_rres[s] = res
+                    else:
+                        s_wres[s] = res
+                    if s_wres[s] is None or (s_chain[s] and s_rres[s] is None):
+                        continue
+                    a = s_file[s]
+                    assert a is not None
+                    job = a.job
+                    wres = s_wres[s]
+                    assert wres is not None
+                    if s_chain[s]:
+                        rres = s_rres[s]
+                        assert rres is not None
+                        if rres < 0:
+                            if job.failure is None:
+                                job.failure = _read_error(job, -rres)
+                            release_slot(s)
+                            continue
+                        stats.bytes_read += rres
+                        if rres < s_len[s]:
+                            stats.short_reads += 1
+                            if rres == 0:
+                                # the source shrank since stat: stop there
+                                self._shrunk(a, s_off[s])
+                                release_slot(s)
+                                continue
+                            # the write was cancelled: write what was read,
+                            # and read the rest later
+                            a.retry.append((s_off[s] + rres, s_len[s] - rres))
+                            s_len[s] = rres
+                            rewrite(s, 0, rres)
+                            continue
+                    if wres < 0:
+                        if wres == -errno.ECANCELED and job.failure is None:
+                            rewrite(s, s_wstart[s], s_wlen[s])
+                            continue
+                        if job.failure is None:
+                            job.failure = _write_error(job, -wres)
+                        release_slot(s)
+                        continue
+                    stats.bytes_written += wres
+                    files.progress(wres)
+                    if wres < s_wlen[s]:
+                        stats.short_writes += 1
+                        if wres == 0:
+                            job.failure = job.failure or _write_error(
+                                job, errno.ENOSPC)
+                            release_slot(s)
+                            continue
+                        rewrite(s, s_wstart[s] + wres, s_wlen[s] - wres)
+                        continue
+                    release_slot(s)
+            # the last closes
+            ring.submit()
+            while ring.in_flight:
+                ring.wait(1)
+        except BaseException:
+            # the kernel may still write into the temporaries: tear the ring
+            # down (cancelling), then close and remove what is open
+            ring.close()
+            for a in active:
+                files.release(a.job)
+            raise
+
+    def _finish_keep_fds(self, job: FileJob, fds: Tuple[int, int]) -> bool:
+        """FileCopier.finish, with the descriptors left for the ring to close."""
+        job.fd_in, job.fd_out = fds
+        files = self.files
+        try:
+            if not job.in_place:
+                fd = job.fd_out
+                end = job.extents[-1][0] + job.extents[-1][1] if job.extents else 0
+                if end < job.size:
+                    os.ftruncate(fd, job.size)
+                files._apply_attrs(job, fd)
+                if files.options.fsync:
+                    os.fsync(fd)
+                os.rename(job.tmp, job.target)  # type: ignore[arg-type]
+                files.temps.discard(job.tmp)  # type: ignore[arg-type]
+                job.tmp = None
+                if files.options.fsync:
+                    files.synced_dirs.add(os.path.dirname(job.target) or ".")
+            return True
+        except OSError as exc:
+            files.fail(f"cannot create regular file {quote(job.dst)}: "
+                       f"{_strerror(exc)}")
+            return False
+        finally:
+            files.release(job, close=False)
+
+    @staticmethod
+    def _shrunk(a: _Active, off: int) -> None:
+        job = a.job
+        if off < job.size:
+            job.size = off
+            job.extents = [(s, min(ln, off - s)) for s, ln in job.extents
+                           if s < off]
+        a.done = True
+        a.retry = deque(c for c in a.retry if c[0] < off)
+
+
+def make_engine(files: FileCopier, engine: str, block_size: int,
+                queue_depth: int):  # -> SyncEngine | UringEngine
+    """Build the engine; UringUnavailable is raised here, before any work."""
+    if block_size < 1 or queue_depth < 1:
+        raise ValueError("block size and queue depth must be positive")
+    if engine == "uring":
+        return UringEngine(files, block_size, queue_depth)
+    if engine == "sync":
+        return SyncEngine(files, block_size)
+    raise ValueError(f"unknown engine {engine!r}")
+
+
+__all__ = ["CopyOptions", "FileJob", "FileCopier", "SyncEngine", "UringEngine",
+           "make_engine", "quote", "UMASK", "Dict"]

@@ -1,0 +1,349 @@
+"""cp's operands and tree walk: GNU's checks, directories, symlinks, special
+files; regular files become :class:`~uringtools.copy.FileJob` s that an
+engine from :mod:`uringtools.copy` copies, many at a time."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+
+from .copy import (CopyOptions, FileCopier, FileJob, ProgressHandler,
+                   ErrorHandler, UMASK, make_engine, quote)
+from .stats import Stats
+
+#: called with the GNU -v line ('a' -> 'b')
+VerboseHandler = Callable[[str], None]
+#: called with the size of each file found (for a progress total)
+TotalHandler = Callable[[int], None]
+
+
+def _err(exc: OSError) -> str:
+    return exc.strerror or os.strerror(exc.errno or 0)
+
+
+def _join(directory: str, name: str) -> str:
+    return directory + name if directory.endswith("/") else f"{directory}/{name}"
+
+
+def _base(path: str) -> str:
+    stripped = path.rstrip("/")
+    return os.path.basename(stripped) if stripped else "/"
+
+
+def plan_operands(sources: Sequence[str], dest: Optional[str],
+                  target_directory: Optional[str],
+                  no_target_directory: bool) -> List[Tuple[str, str]]:
+    """Pair each source with its destination name, as GNU cp does.
+
+    Raises:
+        ValueError: the target is unusable; the message is GNU's.
+    """
+    if target_directory is not None:
+        try:
+            st = os.stat(target_directory)
+        except OSError as exc:
+            raise ValueError(f"target directory {quote(target_directory)}: "
+                             f"{_err(exc)}") from None
+        if not stat.S_ISDIR(st.st_mode):
+            raise ValueError(f"target directory {quote(target_directory)}: "
+                             "Not a directory")
+        return [(s, _join(target_directory, _base(s))) for s in sources]
+    assert dest is not None
+    if no_target_directory:
+        return [(s, dest) for s in sources]
+    try:
+        st: Optional[os.stat_result] = os.stat(dest)
+    except OSError as exc:
+        if len(sources) > 1:
+            raise ValueError(f"target {quote(dest)}: {_err(exc)}") from None
+        st = None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        return [(s, _join(dest, _base(s))) for s in sources]
+    if len(sources) > 1:
+        raise ValueError(f"target {quote(dest)}: Not a directory")
+    return [(sources[0], dest)]
+
+
+class _Walker:
+    """Creates directories, symlinks and special files; yields file jobs."""
+
+    def __init__(self, options: CopyOptions, files: FileCopier,
+                 on_verbose: Optional[VerboseHandler],
+                 on_total: Optional[TotalHandler]) -> None:
+        self.opt = options
+        self.files = files
+        self.on_verbose = on_verbose
+        self.on_total = on_total
+        # (dst, src_st, created) for directories, children first
+        self.dir_fixups: List[Tuple[str, os.stat_result, bool]] = []
+
+    def fail(self, message: str) -> None:
+        self.files.fail(message)
+
+    def verbose(self, src: str, dst: str) -> None:
+        if self.on_verbose is not None:
+            self.on_verbose(f"{quote(src)} -> {quote(dst)}")
+
+    def operands(self, pairs: List[Tuple[str, str]]) -> Iterator[FileJob]:
+        for src, dst in pairs:
+            yield from self.copy(src, dst, top=True)
+
+    def copy(self, src: str, dst: str, top: bool) -> Iterator[FileJob]:
+        opt = self.opt
+        follow = (opt.dereference if opt.dereference is not None
+                  else (top and not opt.recursive))
+        try:
+            src_st = os.stat(src) if follow else os.lstat(src)
+        except OSError as exc:
+            self.fail(f"cannot stat {quote(src)}: {_err(exc)}")
+            return
+        mode = src_st.st_mode
+        if stat.S_ISDIR(mode):
+            if not opt.recursive:
+                self.fail(f"-r not specified; omitting directory {quote(src)}")
+                return
+            yield from self.copy_dir(src, dst, src_st, top)
+            return
+        try:
+            dst_lst: Optional[os.stat_result] = os.lstat(dst)
+        except FileNotFoundError:
+            dst_lst = None
+        except OSError as exc:
+            self.fail(f"cannot stat {quote(dst)}: {_err(exc)}")
+            return
+        dst_st = dst_lst
+        target = dst
+        if dst_lst is not None and stat.S_ISLNK(dst_lst.st_mode):
+            try:
+                dst_st = os.stat(dst)
+            except OSError:
+                dst_st = None
+        if dst_st is not None and (dst_st.st_dev, dst_st.st_ino) == (
+                src_st.st_dev, src_st.st_ino):
+            self.fail(f"{quote(src)} and {quote(dst)} are the same file")
+            return
+        if dst_st is not None and stat.S_ISDIR(dst_st.st_mode):
+            self.fail(f"cannot overwrite directory {quote(dst)} "
+                      "with non-directory")
+            return
+        if dst_lst is not None and opt.no_clobber:
+            return
+        if stat.S_ISLNK(mode):
+            self.copy_symlink(src, dst, src_st)
+            return
+        if dst_lst is not None and stat.S_ISLNK(dst_lst.st_mode):
+            if dst_st is None:
+                if not opt.force:
+                    self.fail("not writing through dangling symlink "
+                              f"{quote(dst)}")
+                    return
+                dst_lst = None   # -f: replace the dangling link itself
+            else:
+                target = os.path.realpath(dst)
+        if not stat.S_ISREG(mode) and opt.recursive and not follow:
+            self.copy_special(src, dst, src_st, dst_lst is not None)
+            return
+        old = dst_st if dst_lst is not None else None
+        job_mode = mode & 0o777 & ~UMASK
+        in_place = False
+        if old is not None:
+            if not stat.S_ISREG(old.st_mode):
+                in_place = True
+            elif not opt.force and not os.access(target, os.W_OK):
+                self.fail(f"cannot create regular file {quote(dst)}: "
+                          "Permission denied")
+                return
+            elif opt.force and not os.access(target, os.W_OK):
+                old = None   # GNU unlinks it and makes a new one
+            else:
+                job_mode = old.st_mode & 0o7777
+        if self.on_total is not None:
+            self.on_total(src_st.st_size)
+        self.verbose(src, dst)
+        yield FileJob(src=src, dst=dst, target=target, src_st=src_st,
+                      old_st=old, mode=job_mode, in_place=in_place)
+
+    def copy_dir(self, src: str, dst: str, src_st: os.stat_result,
+                 top: bool) -> Iterator[FileJob]:
+        try:
+            dst_st: Optional[os.stat_result] = os.stat(dst)
+        except FileNotFoundError:
+            dst_st = None
+        except OSError as exc:
+            self.fail(f"cannot stat {quote(dst)}: {_err(exc)}")
+            return
+        if top:
+            src_real = os.path.realpath(src)
+            dst_real = os.path.join(os.path.realpath(os.path.dirname(dst) or "."),
+                                    _base(dst))
+            if dst_real == src_real or dst_real.startswith(
+                    src_real.rstrip("/") + "/"):
+                self.fail(f"cannot copy a directory, {quote(src)}, "
+                          f"into itself, {quote(dst)}")
+                return
+        created = False
+        if dst_st is None:
+            try:
+                os.mkdir(dst, 0o700)
+            except OSError as exc:
+                self.fail(f"cannot create directory {quote(dst)}: {_err(exc)}")
+                return
+            created = True
+            self.verbose(src, dst)
+        elif not stat.S_ISDIR(dst_st.st_mode):
+            self.fail(f"cannot overwrite non-directory {quote(dst)} "
+                      f"with directory {quote(src)}")
+            return
+        elif (dst_st.st_dev, dst_st.st_ino) == (src_st.st_dev, src_st.st_ino):
+            self.fail(f"cannot copy a directory, {quote(src)}, "
+                      f"into itself, {quote(dst)}")
+            return
+        try:
+            with os.scandir(src) as entries:
+                names = [e.name for e in entries]
+        except OSError as exc:
+            self.fail(f"cannot access {quote(src)}: {_err(exc)}")
+            names = []
+        for name in names:
+            yield from self.copy(_join(src, name), _join(dst, name), top=False)
+        self.dir_fixups.append((dst, src_st, created))
+
+    def copy_symlink(self, src: str, dst: str, src_st: os.stat_result) -> None:
+        try:
+            link = os.readlink(src)
+        except OSError as exc:
+            self.fail(f"cannot read symbolic link {quote(src)}: {_err(exc)}")
+            return
+        head, tail = os.path.split(dst)
+        tmp = os.path.join(head, f".{tail[:180]}.ucp-{secrets.token_hex(4)}")
+        files = self.files
+        files.temps.add(tmp)
+        try:
+            os.symlink(link, tmp)
+            if self.opt.preserve:
+                try:
+                    os.chown(tmp, src_st.st_uid, src_st.st_gid,
+                             follow_symlinks=False)
+                except PermissionError:
+                    pass
+                try:
+                    os.utime(tmp, ns=(src_st.st_atime_ns, src_st.st_mtime_ns),
+                             follow_symlinks=False)
+                except OSError:
+                    pass
+            os.rename(tmp, dst)
+        except OSError as exc:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            self.fail(f"cannot create symbolic link {quote(dst)}: {_err(exc)}")
+            return
+        finally:
+            files.temps.discard(tmp)
+        self.verbose(src, dst)
+
+    def copy_special(self, src: str, dst: str, src_st: os.stat_result,
+                     exists: bool) -> None:
+        try:
+            if exists:
+                os.unlink(dst)
+            if stat.S_ISFIFO(src_st.st_mode):
+                os.mkfifo(dst, src_st.st_mode & 0o777 & ~UMASK)
+            elif stat.S_ISSOCK(src_st.st_mode):
+                os.mknod(dst, stat.S_IFSOCK | (src_st.st_mode & 0o777 & ~UMASK))
+            else:
+                os.mknod(dst, src_st.st_mode & ~UMASK, src_st.st_rdev)
+        except OSError as exc:
+            kind = "fifo" if stat.S_ISFIFO(src_st.st_mode) else "special file"
+            self.fail(f"cannot create {kind} {quote(dst)}: {_err(exc)}")
+            return
+        self._preserve_path(dst, src_st)
+        self.verbose(src, dst)
+
+    def _preserve_path(self, path: str, st: os.stat_result) -> None:
+        if not self.opt.preserve:
+            return
+        try:
+            os.chown(path, st.st_uid, st.st_gid)
+        except PermissionError:
+            pass
+        try:
+            os.chmod(path, st.st_mode & 0o7777)
+            os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        except OSError as exc:
+            self.fail(f"preserving times for {quote(path)}: {_err(exc)}")
+
+    def fix_dirs(self) -> None:
+        """Directory modes and times, after their contents are in place."""
+        for dst, st, created in self.dir_fixups:
+            try:
+                if self.opt.preserve:
+                    self._preserve_path(dst, st)
+                elif created:
+                    os.chmod(dst, st.st_mode & 0o777 & ~UMASK)
+            except OSError as exc:
+                self.fail(f"setting permissions for {quote(dst)}: {_err(exc)}")
+        self.dir_fixups.clear()
+
+
+def copy_paths(sources: Sequence[str], dest: Optional[str], *,
+               options: CopyOptions, target_directory: Optional[str] = None,
+               no_target_directory: bool = False,
+               stats: Optional[Stats] = None,
+               on_error: Optional[ErrorHandler] = None,
+               on_verbose: Optional[VerboseHandler] = None,
+               on_progress: Optional[ProgressHandler] = None,
+               on_total: Optional[TotalHandler] = None) -> bool:
+    """Copy ``sources`` to ``dest`` (or into ``target_directory``) like GNU cp.
+
+    Args:
+        sources: the source operands.
+        dest: the last operand (None with ``target_directory``).
+        options: GNU cp's options and the engine settings.
+        target_directory: ``-t DIR``.
+        no_target_directory: ``-T``: treat ``dest`` as a normal file.
+        stats: counters to fill.
+        on_error: called with each GNU-formatted message (no program name).
+        on_verbose: called with each ``'a' -> 'b'`` line (``-v``).
+        on_progress: called with the bytes copied since the last call.
+        on_total: called with the size of each regular file found.
+
+    Returns:
+        True when everything was copied.
+
+    Raises:
+        UringUnavailable: engine "uring" and io_uring cannot be set up
+            (raised before anything is touched).
+        KeyboardInterrupt: after removing every temporary file.
+    """
+    stats = stats if stats is not None else Stats(command="cp")
+    stats.engine = options.engine
+    stats.block_size = options.block_size
+    stats.queue_depth = options.queue_depth
+    report: ErrorHandler = on_error or (lambda message: None)
+    files = FileCopier(options, stats, report, on_progress)
+    engine = make_engine(files, options.engine, options.block_size,
+                         options.queue_depth)
+    stats.start()
+    walker = _Walker(options, files, on_verbose, on_total)
+    try:
+        try:
+            pairs = plan_operands(sources, dest, target_directory,
+                                  no_target_directory)
+        except ValueError as exc:
+            files.fail(str(exc))
+            return False
+        engine.run(walker.operands(pairs))
+        walker.fix_dirs()
+        if options.fsync:
+            files.sync_dirs()
+    except BaseException:
+        files.cleanup()
+        raise
+    finally:
+        engine.close()
+        stats.stop()
+    return files.ok

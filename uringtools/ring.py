@@ -34,6 +34,9 @@ OP_NOP = lib.IORING_OP_NOP
 SQE_FIXED_FILE = lib.IOSQE_FIXED_FILE
 SQE_IO_LINK = lib.IOSQE_IO_LINK
 SQE_ASYNC = lib.IOSQE_ASYNC
+SQE_CQE_SKIP_SUCCESS = lib.IOSQE_CQE_SKIP_SUCCESS
+#: splice_flags bit: the splice input names a registered file
+SPLICE_F_FD_IN_FIXED = 1 << 31
 
 OP_NAMES = {
     OP_NOP: "nop", OP_READ: "read", OP_WRITE: "write", OP_READV: "readv",
@@ -169,6 +172,7 @@ class Ring:
         self.stats.setup_flags = list(names)
         self._descs = ffi.new("struct ut_sqe[]", self.entries)
         self._nq = 0
+        self._silent = 0  # queued SQEs flagged CQE_SKIP_SUCCESS
         self._submitted = ffi.new("unsigned *")
         self.cqe_user_data = ffi.new("uint64_t[]", self.cq_entries)
         self.cqe_res = ffi.new("int32_t[]", self.cq_entries)
@@ -258,9 +262,15 @@ class Ring:
 
         ``offset`` of -1 means "the file's current position" (pipes, ttys,
         O_APPEND files). ``addr`` must stay valid until the CQE is reaped.
+        An SQE flagged SQE_CQE_SKIP_SUCCESS is not counted in flight: use it
+        only inside a link chain that posts exactly one CQE whatever happens
+        (a failing skipped request posts its own CQE and silences the
+        requests it cancels).
         """
         if self._nq == self.entries:
             self.submit()
+        if flags & SQE_CQE_SKIP_SUCCESS:
+            self._silent += 1
         d = self._descs[self._nq]
         d.opcode = opcode
         d.flags = flags
@@ -295,8 +305,9 @@ class Ring:
             if queued != self._nq:  # cannot happen: room is checked in prep
                 raise RuntimeError("submission queue overflow")
             stats.sqes += queued
-            self.in_flight += queued
+            self.in_flight += queued - self._silent
             self._nq = 0
+            self._silent = 0
             if self.in_flight > stats.max_in_flight:
                 stats.max_in_flight = self.in_flight
         if wait_nr > self.in_flight:

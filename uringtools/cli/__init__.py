@@ -9,6 +9,7 @@ from typing import Any, Dict, Tuple
 SUBCOMMANDS: Dict[str, Tuple[str, str]] = {
     "cat": ("uringtools.cli.cat_command", "cat_command"),
     "cp": ("uringtools.cli.cp", "cp_command"),
+    "hash": ("uringtools.cli.hash", "hash_command"),
 }
 
 

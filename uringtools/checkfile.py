@@ -1,0 +1,313 @@
+"""Checksum lines as GNU coreutils 9.1 writes and reads them.
+
+Writing: ``HEX  NAME`` (``HEX *NAME`` in binary mode) or the BSD tag form
+``TAG (NAME) = HEX``; a name holding a backslash, newline or carriage return
+makes the line start with ``\\`` and is escaped (``\\\\``, ``\\n``, ``\\r``),
+unless lines end in NUL (``-z``).
+
+Reading (``-c``): GNU lines, BSD tag lines for the chosen algorithm, the
+reversed BSD form ``HEX NAME``, comments (``#`` first), CRLF, upper-case hex.
+Everything works on bytes: names are whatever the file system holds.
+
+Also here: GNU's ``quotef`` (shell-escape quoting of names in messages).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import NamedTuple, Optional
+
+_WHITE = b" \t"
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+
+
+# -- output -----------------------------------------------------------------
+
+def needs_escape(name: bytes) -> bool:
+    """Does GNU 9.1 escape this name in its output lines?"""
+    return b"\\" in name or b"\n" in name or b"\r" in name
+
+
+def escape_name(name: bytes) -> bytes:
+    """``\\`` -> ``\\\\``, newline -> ``\\n``, CR -> ``\\r`` (GNU print_filename)."""
+    return (name.replace(b"\\", b"\\\\").replace(b"\n", b"\\n")
+            .replace(b"\r", b"\\r"))
+
+
+def format_line(name: bytes, hexdigest: str, *, tag: Optional[str] = None,
+                binary: bool = False, zero: bool = False) -> bytes:
+    """One output line of ``sha256sum``/``b2sum`` (with its line end).
+
+    Args:
+        name: the operand as given (``-`` for stdin), as bytes.
+        hexdigest: the lower-case hex digest.
+        tag: the BSD tag (``SHA256``, ``BLAKE2b-256``) for ``--tag``, else None.
+        binary: ``-b``: ``HEX *NAME``.
+        zero: ``-z``: end with NUL, never escape.
+    """
+    escape = not zero and needs_escape(name)
+    shown = escape_name(name) if escape else name
+    lead = b"\\" if escape else b""
+    end = b"\0" if zero else b"\n"
+    if tag is not None:
+        return (lead + tag.encode() + b" (" + shown + b") = "
+                + hexdigest.encode() + end)
+    return (lead + hexdigest.encode() + (b" *" if binary else b"  ")
+            + shown + end)
+
+
+def format_status(name: bytes, status: str) -> bytes:
+    """``NAME: OK`` for -c; escaped (leading ``\\``) only if NAME has a newline."""
+    if b"\n" in name:
+        return b"\\" + escape_name(name) + b": " + status.encode() + b"\n"
+    return name + b": " + status.encode() + b"\n"
+
+
+# -- input ------------------------------------------------------------------
+
+class CheckLine(NamedTuple):
+    """A properly formatted line: the name to read and the expected digest."""
+
+    name: bytes
+    hexdigest: str   # lower case
+    bits: int        # digest length in bits
+
+
+def unescape_name(data: bytes) -> Optional[bytes]:
+    """Undo escape_name; None for an invalid escape or a NUL (GNU rejects them)."""
+    out = bytearray()
+    i, n = 0, len(data)
+    while i < n:
+        c = data[i]
+        if c == 0x5C:  # backslash
+            if i == n - 1:
+                return None
+            i += 1
+            e = data[i]
+            if e == 0x6E:
+                out += b"\n"
+            elif e == 0x72:
+                out += b"\r"
+            elif e == 0x5C:
+                out += b"\\"
+            else:
+                return None
+        elif c == 0:
+            return None
+        else:
+            out.append(c)
+        i += 1
+    return bytes(out)
+
+
+def _cstr(data: bytes) -> bytes:
+    """What C sees of ``data``: everything before the first NUL."""
+    nul = data.find(b"\0")
+    return data if nul < 0 else data[:nul]
+
+
+def _is_hex(data: bytes) -> bool:
+    return bool(data) and all(c in _HEX for c in data)
+
+
+class CheckParser:
+    """Parse the lines of check files for one algorithm, as GNU split_3 does.
+
+    Args:
+        tag: the algorithm's BSD tag (``SHA256``, ``BLAKE2b``, ``MD5``).
+        bits: the digest length in bits.
+        variable: True for BLAKE2: the length comes from each line
+            (``BLAKE2b-256 (...)`` or the number of hex digits).
+        max_bits: the longest digest for a variable-length algorithm.
+    """
+
+    def __init__(self, tag: str, bits: int, *, variable: bool = False,
+                 max_bits: int = 0) -> None:
+        self.tag = tag.encode()
+        self.bits = bits
+        self.variable = variable
+        self.max_bits = max_bits or bits
+        # GNU keeps this across lines (and files): once a line is read in
+        # one of the GNU / reversed-BSD forms, the other is refused.
+        self._bsd_reversed = -1
+
+    @staticmethod
+    def strip(raw: bytes) -> Optional[bytes]:
+        """A raw line (with its ``\\n``) minus line end; None to skip it.
+
+        Comments (``#`` first) and empty lines are skipped silently.
+        """
+        if raw[:1] == b"#":
+            return None
+        if raw.endswith(b"\n"):
+            raw = raw[:-1]
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        if not raw:
+            return None
+        return raw
+
+    def parse(self, s: bytes) -> Optional[CheckLine]:
+        """A stripped line -> CheckLine, or None if improperly formatted."""
+        i = 0
+        n = len(s)
+        while i < n and s[i] in _WHITE:
+            i += 1
+        escaped = False
+        if s[i:i + 1] == b"\\":
+            i += 1
+            escaped = True
+        if s.startswith(self.tag, i):
+            return self._parse_tagged(s, i + len(self.tag), escaped)
+        return self._parse_gnu(s, i, escaped)
+
+    def _parse_tagged(self, s: bytes, i: int, escaped: bool) -> Optional[CheckLine]:
+        bits = self.bits
+        if self.variable:
+            j = i
+            while j < len(s) and s[j] not in b" \t-(":
+                j += 1
+            if j != i:           # "BLAKE2bp": another algorithm
+                return None
+            if s[i:i + 1] == b"-":
+                m = re.match(rb"[0-9]+", s[i + 1:])
+                if m is None:
+                    return None
+                length = int(m.group())
+                if not (0 < length <= self.max_bits and length % 8 == 0):
+                    return None
+                bits = length
+                i += 1 + m.end()
+            else:
+                bits = self.max_bits
+        if s[i:i + 1] == b" ":
+            i += 1
+        if s[i:i + 1] != b"(":
+            return None
+        rest = s[i + 1:]
+        if not rest:
+            return None
+        close = rest.rfind(b")")
+        if close < 0:
+            return None
+        name = rest[:close]
+        if escaped:
+            unescaped = unescape_name(name)
+            if unescaped is None:
+                return None
+            name = unescaped
+        name = _cstr(name)
+        j = close + 1
+        while j < len(rest) and rest[j] in _WHITE:
+            j += 1
+        if rest[j:j + 1] != b"=":
+            return None
+        j += 1
+        while j < len(rest) and rest[j] in _WHITE:
+            j += 1
+        digest = _cstr(rest[j:])
+        if len(digest) != bits // 4 or not _is_hex(digest):
+            return None
+        return CheckLine(name, digest.decode().lower(), bits)
+
+    def _parse_gnu(self, s: bytes, i: int, escaped: bool) -> Optional[CheckLine]:
+        n = len(s)
+        if self.variable:
+            j = i
+            while j < n and s[j] in _HEX:
+                j += 1
+            hex_len = j - i
+            if hex_len < 2 or hex_len % 2 or hex_len * 4 > self.max_bits:
+                return None
+        else:
+            hex_len = self.bits // 4
+            if n - i < hex_len + 2:
+                return None
+        digest = s[i:i + hex_len]
+        i += hex_len
+        if i >= n or s[i] not in _WHITE:
+            return None
+        if not _is_hex(_cstr(digest)) or len(_cstr(digest)) != hex_len:
+            return None
+        i += 1
+        if n - i == 1 or s[i:i + 1] not in (b" ", b"*"):
+            # "HEX NAME": the reversed BSD form; not mixed with GNU lines
+            if self._bsd_reversed == 0:
+                return None
+            self._bsd_reversed = 1
+        elif self._bsd_reversed != 1:
+            self._bsd_reversed = 0
+            i += 1
+        name = s[i:]
+        if escaped:
+            unescaped = unescape_name(name)
+            if unescaped is None:
+                return None
+            name = unescaped
+        name = _cstr(name)
+        return CheckLine(name, digest.decode().lower(), hex_len * 4)
+
+
+# -- messages -----------------------------------------------------------------
+
+_SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                  b"0123456789%+,-./@_]")
+_ESCAPES = {7: "a", 8: "b", 12: "f", 10: "n", 13: "r", 9: "t", 11: "v"}
+
+
+def quotef(name: str) -> str:
+    """GNU's ``quotef``: shell-escape quoting, only when the name needs it.
+
+    ``nope`` stays as is; ``'a b'``, ``'a:b'``, ``"it's"``,
+    ``'a'$'\\t''b'`` as coreutils prints them in a UTF-8 locale.
+    """
+    raw = os.fsencode(name)
+    if not raw:
+        return "''"
+    try:
+        text = raw.decode("utf-8")
+        utf8 = True
+    except UnicodeDecodeError:
+        text = ""
+        utf8 = False
+    needs = False
+    control = False
+    for index, c in enumerate(raw):
+        if c in _SAFE:
+            continue
+        if c in b"#~" and index > 0:
+            continue
+        if c in b"{}" and len(raw) > 1:
+            continue
+        if c >= 0x80 and utf8:
+            continue
+        if c < 0x20 or c == 0x7F or c >= 0x80:
+            control = True
+        needs = True
+    if not needs:
+        return text if utf8 else name
+    if not control:
+        body = text if utf8 else raw.decode("latin-1")
+        if "'" in body:
+            if not any(ch in body for ch in '"$`\\!'):
+                return '"' + body + '"'
+            return "'" + body.replace("'", "'\\''") + "'"
+        return "'" + body + "'"
+    # control bytes (or bytes that are not UTF-8): 'a'$'\t''b'
+    parts = []
+    chars = list(text) if utf8 else [chr(b) for b in raw]
+    plain = ""
+    for ch in chars:
+        code = ord(ch)
+        if (utf8 and code < 0x20) or code == 0x7F or (not utf8 and (code < 0x20 or code >= 0x7F)):
+            if plain:
+                parts.append("'" + plain.replace("'", "'\\''") + "'")
+                plain = ""
+            esc = _ESCAPES.get(code)
+            parts.append("$'\\" + (esc if esc else f"{code:03o}") + "'")
+        else:
+            plain += ch
+    if plain:
+        parts.append("'" + plain.replace("'", "'\\''") + "'")
+    return "".join(parts)

@@ -1,0 +1,285 @@
+"""uring-hash: sha256sum / md5sum / b2sum over io_uring."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from typing import Callable, List, NamedTuple, Optional, Tuple
+
+import click
+
+from .. import fdio
+from ..checkfile import CheckLine, CheckParser, format_line, format_status, quotef
+from ..hashing import (ALGORITHMS, DEFAULT_ALGORITHM, Algorithm, MissingExtra,
+                       get_algorithm, hash_files, probe)
+from ..stats import Stats
+from .common import (Reporter, Settings, emit_stats, engine_options,
+                     guard_std_fds, run_main, with_engine)
+
+PROG = "uring-hash"
+
+
+def _out(data: bytes) -> None:
+    fdio.write_all(1, memoryview(data))
+
+
+class CheckOptions(NamedTuple):
+    """The -c switches."""
+
+    quiet: bool = False
+    status: bool = False
+    strict: bool = False
+    warn: bool = False
+    ignore_missing: bool = False
+
+
+class _Tally:
+    """What one check file came to."""
+
+    def __init__(self) -> None:
+        self.misformatted = 0
+        self.mismatched = 0
+        self.unreadable = 0
+        self.matched = False
+        self.formatted = False
+        self.lines: List[Tuple[int, Optional[CheckLine]]] = []
+
+
+def _plural(n: int, one: str, many: str) -> str:
+    return (one if n == 1 else many).replace("%d", str(n))
+
+
+def _read_check_lines(name: str, reporter: Reporter) -> Optional[List[bytes]]:
+    """The raw lines of a check file ('-' is stdin); None after a read error."""
+    try:
+        if name == "-":
+            with os.fdopen(0, "rb", closefd=False) as stream:
+                return stream.readlines()
+        with open(name, "rb") as stream:
+            return stream.readlines()
+    except OSError as exc:
+        reporter.error(quotef(name), exc.strerror or str(exc))
+        return None
+
+
+def verify(checkfile: str, parser: CheckParser, algo: Algorithm,
+           opts: CheckOptions, reporter: Reporter,
+           run: Callable[[List[str], List[Optional[int]]], object]) -> bool:
+    """Check every line of one check file, printing as GNU sha256sum -c does.
+
+    ``run(names, lengths)`` hashes the named files and yields HashResults
+    in order. Returns True when this check file passes.
+    """
+    raw_lines = _read_check_lines(checkfile, reporter)
+    if raw_lines is None:
+        return False
+    is_stdin = checkfile == "-"
+    shown = quotef("standard input" if is_stdin else checkfile)
+    tally = _Tally()
+    for number, raw in enumerate(raw_lines, 1):
+        text = parser.strip(raw)
+        if text is None:
+            continue
+        line = parser.parse(text)
+        if line is not None and is_stdin and line.name == b"-":
+            line = None
+        if line is None:
+            tally.misformatted += 1
+            if opts.warn:
+                reporter.say(f"{shown}: {number}: improperly formatted "
+                             f"{algo.tag} checksum line")
+        tally.lines.append((number, line))
+    entries = [line for _, line in tally.lines if line is not None]
+    if entries:
+        tally.formatted = True
+        names = [os.fsdecode(line.name) for line in entries]
+        lengths: List[Optional[int]] = [line.bits for line in entries]
+        results = run(names, lengths)
+        with contextlib.closing(results):  # type: ignore[type-var]
+            for line, result in zip(entries, results):  # type: ignore[call-overload]
+                _report_line(line, result, opts, reporter, tally)
+    if not tally.formatted:
+        reporter.say(f"{shown}: no properly formatted checksum lines found")
+    elif not opts.status:
+        if tally.misformatted:
+            reporter.say(_plural(tally.misformatted,
+                                 "WARNING: %d line is improperly formatted",
+                                 "WARNING: %d lines are improperly formatted"))
+        if tally.unreadable:
+            reporter.say(_plural(tally.unreadable,
+                                 "WARNING: %d listed file could not be read",
+                                 "WARNING: %d listed files could not be read"))
+        if tally.mismatched:
+            reporter.say(_plural(tally.mismatched,
+                                 "WARNING: %d computed checksum did NOT match",
+                                 "WARNING: %d computed checksums did NOT match"))
+        if opts.ignore_missing and not tally.matched:
+            reporter.say(f"{shown}: no file was verified")
+    return (tally.formatted and tally.matched and tally.mismatched == 0
+            and tally.unreadable == 0
+            and (not opts.strict or tally.misformatted == 0))
+
+
+def _report_line(line: CheckLine, result, opts: CheckOptions,  # type: ignore[no-untyped-def]
+                 reporter: Reporter, tally: _Tally) -> None:
+    if result.digest is None:
+        exc = result.error
+        if opts.ignore_missing and exc is not None and exc.errno == errno.ENOENT:
+            return
+        tally.unreadable += 1
+        reporter.say(f"{quotef(result.name)}: "
+                     f"{exc.strerror if exc is not None else 'read error'}")
+        if not opts.status:
+            _out(format_status(line.name, "FAILED open or read"))
+        return
+    if result.digest == line.hexdigest:
+        tally.matched = True
+        if not opts.status and not opts.quiet:
+            _out(format_status(line.name, "OK"))
+    else:
+        tally.mismatched += 1
+        if not opts.status:
+            _out(format_status(line.name, "FAILED"))
+
+
+def _usage_error(reporter: Reporter, message: str) -> None:
+    reporter.say(message)
+    try:
+        os.write(2, f"Try '{PROG} --help' for more information.\n".encode())
+    except OSError:
+        pass
+    raise SystemExit(1)
+
+
+@click.command(name="hash", context_settings={"help_option_names": ["--help"]})
+@click.option("-a", "--algorithm", default=DEFAULT_ALGORITHM, show_default=True,
+              type=click.Choice(list(ALGORITHMS), case_sensitive=False),
+              help="digest algorithm (xxh64, xxh3, xxh128, blake3 need "
+                   "the [fast] extra)")
+@click.option("-l", "--length", "length", default=None, metavar="BITS",
+              help="digest length in bits for blake2b/blake2s; a multiple "
+                   "of 8, at most 512 (blake2b) or 256 (blake2s)")
+@click.option("-b", "--binary", "mode", flag_value="binary",
+              help="read in binary mode (output 'HEX *NAME')")
+@click.option("-t", "--text", "mode", flag_value="text",
+              help="read in text mode (the default)")
+@click.option("-c", "--check", is_flag=True,
+              help="read checksums from the FILEs and check them")
+@click.option("--tag", is_flag=True, help="create a BSD-style checksum")
+@click.option("-z", "--zero", is_flag=True,
+              help="end each output line with NUL, not newline, and "
+                   "disable file name escaping")
+@click.option("--ignore-missing", is_flag=True,
+              help="don't fail or report status for missing files")
+@click.option("--quiet", is_flag=True,
+              help="don't print OK for each successfully verified file")
+@click.option("--status", is_flag=True,
+              help="don't output anything, status code shows success")
+@click.option("--strict", is_flag=True,
+              help="exit non-zero for improperly formatted checksum lines")
+@click.option("-w", "--warn", is_flag=True,
+              help="warn about improperly formatted checksum lines")
+@click.argument("files", nargs=-1)
+@engine_options
+def hash_command(files: Tuple[str, ...], algorithm: str, length: Optional[str],
+                 mode: Optional[str], check: bool, tag: bool, zero: bool,
+                 ignore_missing: bool, quiet: bool, status: bool, strict: bool,
+                 warn: bool, settings: Settings) -> None:
+    """Print or check checksums of FILE(s), read through io_uring.
+
+    With no FILE, or when FILE is -, read standard input.
+    """
+    reporter = Reporter(PROG)
+    if zero and check:
+        _usage_error(reporter, "the --zero option is not supported when "
+                               "verifying checksums")
+    if tag and check:
+        _usage_error(reporter, "the --tag option is meaningless when "
+                               "verifying checksums")
+    if mode is not None and check:
+        _usage_error(reporter, "the --binary and --text options are "
+                               "meaningless when verifying checksums")
+    for flag, name in ((ignore_missing, "--ignore-missing"),
+                       (status, "--status"), (warn, "--warn"),
+                       (quiet, "--quiet"), (strict, "--strict")):
+        if flag and not check:
+            _usage_error(reporter, f"the {name} option is meaningful only "
+                                   "when verifying checksums")
+    if tag and mode == "text":
+        _usage_error(reporter, "--tag does not support --text mode")
+    bits: Optional[int] = None
+    if length is not None:
+        try:
+            bits = int(length)
+            if bits < 0:
+                raise ValueError
+        except ValueError:
+            reporter.fail(f"invalid length: \u2018{length}\u2019")
+    try:
+        algo = get_algorithm(algorithm, bits or None)
+    except MissingExtra as exc:
+        reporter.fail(str(exc))
+    except ValueError as exc:
+        if bits:
+            reporter.say(f"invalid length: \u2018{length}\u2019")
+        reporter.fail(str(exc).replace("'", "\u2018", 1).replace("'", "\u2019", 1)
+                      if "maximum" in str(exc) else str(exc))
+    bits = bits or None
+    closed = guard_std_fds()
+
+    def body() -> int:
+        names = list(files) or ["-"]
+        stats = Stats(command="hash")
+        if 0 in closed and "-" in names and not check:
+            for name in names:
+                if name == "-":
+                    reporter.error("-", "Bad file descriptor")
+            names = [name for name in names if name != "-"]
+
+        def run_for(engine: str) -> Callable[[List[str], List[Optional[int]]], object]:
+            def run(hnames: List[str], lengths: List[Optional[int]]) -> object:
+                return hash_files(hnames, algo.name, bits=bits, engine=engine,
+                                  block_size=settings.block_size,
+                                  queue_depth=settings.queue_depth,
+                                  stats=stats, lengths=lengths)
+            return run
+
+        def work_hash(engine: str) -> None:
+            results = hash_files(names, algo.name, bits=bits, engine=engine,
+                                 block_size=settings.block_size,
+                                 queue_depth=settings.queue_depth, stats=stats)
+            with contextlib.closing(results):
+                for result in results:
+                    if result.digest is None:
+                        exc = result.error
+                        reporter.error(quotef(result.name),
+                                       exc.strerror if exc is not None
+                                       and exc.strerror else "read error")
+                        continue
+                    _out(format_line(os.fsencode(result.name), result.digest,
+                                     tag=algo.tag_for(bits) if tag else None,
+                                     binary=mode == "binary", zero=zero))
+
+        def work_check(engine: str) -> None:
+            probe(engine)   # refuse before anything is printed
+            variable = algo.variable
+            parser = CheckParser(algo.tag, bits or algo.bits, variable=variable,
+                                 max_bits=algo.bits)
+            opts = CheckOptions(quiet, status, strict, warn, ignore_missing)
+            run = run_for(engine)
+            for checkfile in names:
+                if not verify(checkfile, parser, algo, opts, reporter, run):
+                    reporter.status = 1
+
+        with_engine(settings, reporter, stats,
+                    work_check if check else work_hash)
+        emit_stats(settings, stats)
+        return reporter.status
+
+    run_main(reporter, body)
+
+
+def main() -> None:
+    """Entry point of the ``uring-hash`` script."""
+    hash_command.main(prog_name=PROG)

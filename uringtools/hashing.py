@@ -1,0 +1,597 @@
+"""hash: digest files while the ring reads ahead, as sha256sum/b2sum do.
+
+The uring engine reads ahead into the slots of a registered arena (several
+positional ``read_fixed`` requests in flight for regular files, one at a
+time at the current position for streams) while hashlib digests each filled
+slot through a zero-copy memoryview; hashlib releases the GIL on large
+updates, so the kernel (an io-wq worker, with IOSQE_ASYNC) fills the next
+slot on another core meanwhile. Several files are spread over worker
+threads, each with its own ring made inside that thread (SINGLE_ISSUER
+rings belong to their creator) and its own Stats; results come back in
+argument order. The sync engine is a plain ``readv`` loop with the same
+block size.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import stat
+import threading
+import time
+from typing import Any, Callable, Iterator, List, NamedTuple, Optional, Sequence
+
+from . import fdio
+from .ring import (OP_POLL_ADD, OP_READ, OP_READ_FIXED, SQE_ASYNC, SQE_IO_LINK,
+                   Arena, FileRef, Ring)
+from .stats import Stats
+
+DEFAULT_BLOCK_SIZE = 128 * 1024
+DEFAULT_QUEUE_DEPTH = 4
+DEFAULT_ALGORITHM = "sha256"
+FAST_EXTRA_HINT = "pip install 'uringtools[fast]'"
+
+POLLIN = 0x001
+
+
+class MissingExtra(ValueError):
+    """The algorithm needs a package from the ``fast`` extra."""
+
+
+class Algorithm(NamedTuple):
+    """A digest algorithm: its name, BSD tag and how to make a hasher."""
+
+    name: str
+    tag: str          # BSD tag, as --tag prints it
+    bits: int         # default (and, but for BLAKE2, only) digest length
+    module: str = ""  # "" for hashlib, else the extra's module
+    variable: bool = False  # BLAKE2: -l chooses the length
+
+    def new(self, bits: Optional[int] = None) -> Any:
+        """A fresh hash object (``bits`` only for BLAKE2).
+
+        Raises:
+            MissingExtra: the algorithm's module is not installed.
+        """
+        bits = bits or self.bits
+        if self.variable:
+            ctor = hashlib.blake2b if self.name == "blake2b" else hashlib.blake2s
+            return ctor(digest_size=bits // 8)
+        if not self.module:
+            return hashlib.new(self.name)
+        try:
+            module = __import__(self.module)
+        except ImportError:
+            raise MissingExtra(
+                f"{self.name} needs the '{self.module}' package: "
+                f"{FAST_EXTRA_HINT}") from None
+        if self.name == "blake3":
+            return module.blake3()
+        return {"xxh64": module.xxh64, "xxh3": module.xxh3_64,
+                "xxh128": module.xxh3_128}[self.name]()
+
+    def tag_for(self, bits: Optional[int] = None) -> str:
+        """The --tag name: ``BLAKE2b-256`` for a shortened BLAKE2b, as b2sum."""
+        if self.variable and bits and bits != self.bits:
+            return f"{self.tag}-{bits}"
+        return self.tag
+
+
+ALGORITHMS = {a.name: a for a in (
+    Algorithm("md5", "MD5", 128),
+    Algorithm("sha1", "SHA1", 160),
+    Algorithm("sha224", "SHA224", 224),
+    Algorithm("sha256", "SHA256", 256),
+    Algorithm("sha384", "SHA384", 384),
+    Algorithm("sha512", "SHA512", 512),
+    Algorithm("blake2b", "BLAKE2b", 512, variable=True),
+    Algorithm("blake2s", "BLAKE2s", 256, variable=True),
+    Algorithm("sha3-256", "SHA3-256", 256),
+    Algorithm("sha3-384", "SHA3-384", 384),
+    Algorithm("sha3-512", "SHA3-512", 512),
+    Algorithm("xxh64", "XXH64", 64, module="xxhash"),
+    Algorithm("xxh3", "XXH3", 64, module="xxhash"),
+    Algorithm("xxh128", "XXH128", 128, module="xxhash"),
+    Algorithm("blake3", "BLAKE3", 256, module="blake3"),
+)}
+
+
+def get_algorithm(name: str, bits: Optional[int] = None) -> Algorithm:
+    """Look ``name`` up and check that it can be used with ``bits``.
+
+    Raises:
+        ValueError: unknown name, or a length the algorithm does not take.
+        MissingExtra: the ``fast`` extra is needed and missing.
+    """
+    algo = ALGORITHMS.get(name.lower())
+    if algo is None:
+        raise ValueError(f"unknown algorithm {name!r}")
+    if bits is not None and bits != 0:
+        if not algo.variable:
+            raise ValueError("--length is only supported with "
+                             "--algorithm=blake2b or blake2s")
+        if bits % 8:
+            raise ValueError("length is not a multiple of 8")
+        if not 0 < bits <= algo.bits:
+            raise ValueError(f"maximum digest length for '{algo.tag}' "
+                             f"is {algo.bits} bits")
+    algo.new(bits or None)  # fail now, not per file, if the extra is missing
+    return algo
+
+
+class HashResult(NamedTuple):
+    """One operand: its digest, or why there is none."""
+
+    name: str
+    digest: Optional[str]        # lower-case hex; None when not read to its end
+    error: Optional[OSError]
+    size: int
+
+
+# -- engines ----------------------------------------------------------------
+
+class _Reader:
+    """Reads one file to its end into a hash object; one per thread."""
+
+    stats: Stats
+    digest_s: float = 0.0
+    digest_bytes: int = 0
+
+    def feed(self, fd: int, st: os.stat_result, h: Any,
+             cancelled: Callable[[], bool]) -> int:
+        """Hash ``fd`` from its position to EOF; return the byte count.
+
+        Raises:
+            OSError: a read failed (the digest must then not be printed).
+        """
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def _update(self, h: Any, view: memoryview) -> None:
+        t0 = time.perf_counter()
+        h.update(view)
+        self.digest_s += time.perf_counter() - t0
+        self.digest_bytes += len(view)
+
+
+class _SyncReader(_Reader):
+    """One readv(2), one update, repeat: the baseline."""
+
+    def __init__(self, block_size: int, stats: Stats) -> None:
+        self.stats = stats
+        self.buf = bytearray(block_size)
+        self.view = memoryview(self.buf)
+
+    def feed(self, fd: int, st: os.stat_result, h: Any,
+             cancelled: Callable[[], bool]) -> int:
+        total = 0
+        while not cancelled():
+            n = fdio.read_into(fd, self.buf, self.stats)
+            if n == 0:
+                break
+            with self.view[:n] as chunk:
+                self._update(h, chunk)
+            total += n
+        return total
+
+    def close(self) -> None:
+        self.view.release()
+
+
+# slot states
+_FREE, _READING, _FILLED, _EOF = range(4)
+_K_READ, _K_POLL = 1, 2
+
+
+class _UringReader(_Reader):
+    """Read ahead through the ring; digest each slot in file order."""
+
+    def __init__(self, block_size: int, depth: int, stats: Stats,
+                 async_reads: bool = True) -> None:
+        self.stats = stats
+        self.block_size = block_size
+        self.depth = depth
+        self.async_flag = SQE_ASYNC if async_reads else 0
+        entries = 8
+        while entries < 2 * depth + 2:
+            entries *= 2
+        self.ring = Ring(entries, stats=stats)
+        try:
+            self.arena = Arena(depth, block_size)
+            self.fixed = self.ring.register_arena(self.arena)
+            self.table = self.ring.register_file_table(1)
+        except BaseException:
+            self.ring.close()
+            raise
+        self.sync = _SyncReader(block_size, stats)
+
+    def close(self) -> None:
+        self.ring.close()   # nothing is in flight: feed() drains
+        self.sync.close()
+
+    def feed(self, fd: int, st: os.stat_result, h: Any,
+             cancelled: Callable[[], bool]) -> int:
+        ring, stats, bs, depth, arena = (self.ring, self.stats,
+                                         self.block_size, self.depth, self.arena)
+        src = ring.attach_file(fd) if self.table else FileRef(fd, 0, fd, -1)
+        positional = fdio.is_positional(st)
+        offset = os.lseek(fd, 0, os.SEEK_CUR) if positional else -1
+        start = offset
+        max_reads = depth if positional else 1
+        read_op = OP_READ_FIXED if self.fixed else OP_READ
+        flags = src.sqe_flags | (self.async_flag if positional else 0)
+
+        state = [_FREE] * depth
+        length = [0] * depth
+        slot_off = [0] * depth
+        discard = [False] * depth
+        order: List[int] = []      # slots in file order, oldest first
+        head = 0                   # index into order of the next slot to hash
+        next_slot = 0
+        reads = 0                  # in flight, discarded ones included
+        ended = False              # EOF or error seen: queue no more reads
+        failure = 0                # errno of a failed read
+        total = 0
+
+        def prep_read(slot: int) -> None:
+            ring.prep(read_op, src.target, arena.addr(slot), bs,
+                      slot_off[slot], (slot << 2) | _K_READ, flags=flags)
+
+        try:
+            while True:
+                # queue reads into free slots, in cyclic order
+                queued = False
+                while (not ended and reads < max_reads
+                       and state[next_slot] == _FREE):
+                    s = next_slot
+                    state[s] = _READING
+                    slot_off[s] = offset
+                    if positional:
+                        offset += bs
+                    prep_read(s)
+                    reads += 1
+                    queued = True
+                    order.append(s)
+                    next_slot = (s + 1) % depth
+                if head < len(order) and state[order[head]] == _FILLED:
+                    if queued:
+                        ring.submit()   # start the reads, then hash meanwhile
+                    s = order[head]
+                    head += 1
+                    with arena.slot_view(s, length[s]) as chunk:
+                        self._update(h, chunk)
+                    stats.bytes_read += length[s]
+                    total += length[s]
+                    state[s] = _FREE
+                    if head > 64:
+                        del order[:head]
+                        head = 0
+                    continue
+                if head < len(order) and state[order[head]] == _EOF:
+                    break
+                if failure and reads == 0:
+                    break
+                if cancelled():
+                    break
+                if reads == 0:       # cannot happen: never digest a partial file
+                    raise OSError(errno.EIO, os.strerror(errno.EIO))
+                n = ring.wait(1)
+                ud_arr, res_arr = ring.cqe_user_data, ring.cqe_res
+                for i in range(n):
+                    ud, res = ud_arr[i], res_arr[i]
+                    if ud & 3 != _K_READ:
+                        continue
+                    s = ud >> 2
+                    reads -= 1
+                    if discard[s]:
+                        discard[s] = False
+                        state[s] = _FREE
+                        continue
+                    if res > 0:
+                        length[s] = res
+                        state[s] = _FILLED
+                        if res < bs and positional:
+                            stats.short_reads += 1
+                            # blocks queued after this one were read from the
+                            # wrong offsets: forget them and go on from here
+                            pos = order.index(s, head)
+                            for t in order[pos + 1:]:
+                                if state[t] == _READING:
+                                    discard[t] = True
+                                else:
+                                    state[t] = _FREE
+                            del order[pos + 1:]
+                            next_slot = (s + 1) % depth
+                            offset = slot_off[s] + res
+                            ended = failure != 0  # read on until a read gives 0
+                        elif res < bs:
+                            stats.short_reads += 1
+                    elif res == 0:
+                        state[s] = _EOF
+                        ended = True
+                    elif res in (-errno.EAGAIN, -errno.EINTR, -errno.ECANCELED):
+                        stats.resubmissions += 1
+                        if res == -errno.EAGAIN:
+                            ring.prep(OP_POLL_ADD, src.target, 0, 0, 0, _K_POLL,
+                                      flags=src.sqe_flags | SQE_IO_LINK,
+                                      op_flags=POLLIN)
+                        prep_read(s)
+                        reads += 1
+                    else:
+                        failure = failure or -res
+                        ended = True
+                        state[s] = _EOF
+            if failure:
+                raise OSError(failure, os.strerror(failure))
+            if total == 0 and not positional and stat.S_ISREG(st.st_mode):
+                # A file claiming size 0 that the ring read as empty: some
+                # FUSE files answer io_uring with 0 bytes and read(2) with data.
+                total = self.sync.feed(fd, st, h, cancelled)
+                stats.count_syscall("read")  # the read that confirmed EOF
+                self.digest_s += self.sync.digest_s
+                self.digest_bytes += self.sync.digest_bytes
+                self.sync.digest_s = 0.0
+                self.sync.digest_bytes = 0
+            elif positional:
+                # leave the position where we stopped, as read(2) would
+                os.lseek(fd, start + total, os.SEEK_SET)
+            return total
+        finally:
+            while ring.in_flight:   # the arena is reused: wait for the kernel
+                try:
+                    ring.wait(1)
+                except OSError:
+                    break
+            ring.detach_file(src)
+
+
+def _make_reader(engine: str, block_size: int, depth: int, stats: Stats,
+                 async_reads: bool) -> _Reader:
+    if engine == "uring":
+        return _UringReader(block_size, depth, stats, async_reads)
+    if engine == "sync":
+        return _SyncReader(block_size, stats)
+    raise ValueError(f"unknown engine {engine!r}")
+
+
+def _hash_one(reader: _Reader, name: str, algo: Algorithm, bits: Optional[int],
+              cancelled: Callable[[], bool]) -> HashResult:
+    """Open ``name`` ('-' is stdin), hash it to its end."""
+    stats = reader.stats
+    owned = name != "-"
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC) if owned else 0
+    except OSError as exc:
+        stats.errors += 1
+        return HashResult(name, None, exc, 0)
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), name)
+        h = algo.new(bits)
+        size = reader.feed(fd, st, h, cancelled)
+        stats.files += 1
+        if cancelled():
+            raise InterruptedError(errno.EINTR, os.strerror(errno.EINTR), name)
+        hexdigest = h.hexdigest()
+        return HashResult(name, hexdigest, None, size)
+    except OSError as exc:
+        stats.errors += 1
+        if exc.filename is None:
+            exc.filename = name
+        return HashResult(name, None, exc, 0)
+    finally:
+        if owned:
+            os.close(fd)
+
+
+class _Worker(threading.Thread):
+    """Hashes the operands it takes from the shared cursor, with its own ring."""
+
+    def __init__(self, pool: "_Pool") -> None:
+        super().__init__(daemon=True, name="uring-hash-worker")
+        self.pool = pool
+        self.stats = Stats(command="hash")
+        self.reader: Optional[_Reader] = None
+        self.setup_error: Optional[BaseException] = None
+        self.ready = threading.Event()
+        self.digest_s = 0.0
+        self.digest_bytes = 0
+
+    def run(self) -> None:
+        pool = self.pool
+        try:
+            self.reader = _make_reader(pool.engine, pool.block_size,
+                                       pool.depth, self.stats, pool.async_reads)
+        except BaseException as exc:  # UringUnavailable, MemoryError, ...
+            self.setup_error = exc
+            self.ready.set()
+            return
+        self.ready.set()
+        if not pool.go.wait() or pool.cancel.is_set():
+            self._finish()
+            return
+        try:
+            while not pool.cancel.is_set():
+                index = pool.take()
+                if index is None:
+                    break
+                bits = pool.lengths[index] if pool.lengths else pool.bits
+                result = _hash_one(self.reader, pool.names[index], pool.algo,
+                                   bits, pool.cancel.is_set)
+                pool.put(index, result)
+        except BaseException as exc:  # keep the main flow from waiting forever
+            pool.fail(exc)
+        finally:
+            self._finish()
+
+    def _finish(self) -> None:
+        if self.reader is not None:
+            self.digest_s = self.reader.digest_s
+            self.digest_bytes = self.reader.digest_bytes
+            self.reader.close()
+
+
+class _Pool:
+    """The shared state of the worker threads: a cursor and the results."""
+
+    def __init__(self, names: Sequence[str], jobs: List[int], algo: Algorithm,
+                 bits: Optional[int],
+                 lengths: Optional[Sequence[Optional[int]]], engine: str, block_size: int, depth: int,
+                 async_reads: bool) -> None:
+        self.names = names
+        self.algo, self.bits, self.lengths = algo, bits, lengths
+        self.engine, self.block_size, self.depth = engine, block_size, depth
+        self.async_reads = async_reads
+        self._jobs = iter(jobs)
+        self._lock = threading.Lock()
+        self.done = threading.Condition(self._lock)
+        self.results: dict = {}
+        self.error: Optional[BaseException] = None
+        self.go = threading.Event()
+        self.cancel = threading.Event()
+
+    def take(self) -> Optional[int]:
+        with self._lock:
+            return next(self._jobs, None)
+
+    def put(self, index: int, result: HashResult) -> None:
+        with self.done:
+            self.results[index] = result
+            self.done.notify_all()
+
+    def fail(self, exc: BaseException) -> None:
+        with self.done:
+            self.error = exc
+            self.done.notify_all()
+
+    def get(self, index: int) -> HashResult:
+        with self.done:
+            while index not in self.results:
+                if self.error is not None:
+                    raise self.error
+                self.done.wait(0.5)
+            return self.results.pop(index)
+
+
+def hash_files(names: Sequence[str], algorithm: str = DEFAULT_ALGORITHM, *,
+               bits: Optional[int] = None, engine: str = "uring",
+               block_size: int = DEFAULT_BLOCK_SIZE,
+               queue_depth: int = DEFAULT_QUEUE_DEPTH,
+               threads: Optional[int] = None, async_reads: bool = True,
+               stats: Optional[Stats] = None,
+               lengths: Optional[Sequence[Optional[int]]] = None,
+               ) -> Iterator[HashResult]:
+    """Digest ``names`` ('-' is stdin); yield the results in argument order.
+
+    Every ring is set up (and io_uring refusal raised) before the first
+    result is yielded. A result carries a digest only for a file read to its
+    end; otherwise its error (FileNotFoundError, IsADirectoryError, ...).
+
+    Args:
+        names: operands, in order.
+        algorithm: a key of ALGORITHMS.
+        bits: digest length for BLAKE2 (None: the full length).
+        lengths: a BLAKE2 digest length per name (check files), overriding bits.
+        engine: "uring" or "sync".
+        block_size: bytes per read request.
+        queue_depth: reads in flight per regular file (arena slots per ring).
+        threads: worker threads for several files (default:
+            min(files, os.cpu_count())); stdin is hashed on the calling thread.
+        async_reads: set IOSQE_ASYNC on positional reads (the kernel copies
+            on another core while we hash).
+        stats: counters to fill; worker Stats are merged into it at the end,
+            with ``digest_threads``, ``digest_bytes`` and
+            ``digest_bytes_per_s`` in ``stats.extra``.
+
+    Raises:
+        UringUnavailable: engine "uring" and io_uring cannot be set up.
+        MissingExtra, ValueError: bad algorithm, length or engine.
+    """
+    if block_size < 1 or queue_depth < 1:
+        raise ValueError("block size and queue depth must be positive")
+    algo = get_algorithm(algorithm, bits)
+    stats = stats if stats is not None else Stats()
+    stats.command = stats.command or "hash"
+    stats.engine = engine
+    stats.block_size = block_size
+    stats.queue_depth = queue_depth
+    files = [i for i, name in enumerate(names) if name != "-"]
+    if threads is None:
+        threads = os.cpu_count() or 1
+    nworkers = min(len(files), max(1, threads)) if len(files) > 1 else 0
+    # the calling thread hashes stdin, and the only file when there is one
+    main_reader: Optional[_Reader] = None
+    workers: List[_Worker] = []
+    pool: Optional[_Pool] = None
+    stats.start()
+    try:
+        if nworkers == 0 or "-" in names:
+            main_reader = _make_reader(engine, block_size, queue_depth, stats,
+                                       async_reads)
+        if nworkers:
+            pool = _Pool(names, files, algo, bits, lengths, engine, block_size,
+                         queue_depth, async_reads)
+            for _ in range(nworkers):
+                worker = _Worker(pool)
+                workers.append(worker)
+                worker.start()
+            for worker in workers:
+                worker.ready.wait()
+            for worker in workers:
+                if worker.setup_error is not None:
+                    raise worker.setup_error
+            pool.go.set()
+        never = lambda: False  # noqa: E731
+        for index, name in enumerate(names):
+            if pool is not None and name != "-":
+                yield pool.get(index)
+            else:
+                assert main_reader is not None
+                yield _hash_one(main_reader, name, algo,
+                                lengths[index] if lengths else bits, never)
+    finally:
+        if pool is not None:
+            pool.cancel.set()
+            pool.go.set()
+            for worker in workers:
+                worker.join()
+        digest_s = 0.0
+        digest_bytes = 0
+        if main_reader is not None:
+            main_reader.close()
+            digest_s += main_reader.digest_s
+            digest_bytes += main_reader.digest_bytes
+        for worker in workers:
+            stats.merge(worker.stats)
+            digest_s += worker.digest_s
+            digest_bytes += worker.digest_bytes
+            stats.registered_files += worker.stats.registered_files
+            if worker.reader is not None and main_reader is None:
+                _copy_setup(worker.stats, stats)
+        stats.stop()
+        stats.extra["digest_threads"] = (len(workers)
+                                         + (main_reader is not None))
+        stats.extra["digest_bytes"] = digest_bytes
+        stats.extra["digest_seconds"] = round(digest_s, 6)
+        if digest_s > 0:
+            stats.extra["digest_bytes_per_s"] = round(digest_bytes / digest_s)
+        stats.extra["async_reads"] = bool(async_reads and engine == "uring")
+        stats.extra["algorithm"] = algo.name
+
+
+def probe(engine: str) -> None:
+    """Raise UringUnavailable now if engine "uring" cannot set a ring up."""
+    if engine == "uring":
+        Ring(8).close()
+
+
+def _copy_setup(src: Stats, dst: Stats) -> None:
+    """Ring set-up facts from a worker's Stats (the main flow had no ring)."""
+    dst.setup_flags = list(src.setup_flags)
+    dst.registered_buffers = src.registered_buffers
+    dst.registered_buffers_note = src.registered_buffers_note
+    dst.registered_files_note = src.registered_files_note

@@ -278,7 +278,7 @@ class Ring:
         d.fd = fd
         d.len = length
         d.op_flags = op_flags
-        d.addr = addr
+        d.addr = addr & 0xFFFFFFFFFFFFFFFF
         d.off = offset & 0xFFFFFFFFFFFFFFFF
         d.addr2 = addr2
         d.file_index = file_index

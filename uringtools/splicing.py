@@ -1,0 +1,215 @@
+"""Zero-copy cat of regular files with IORING_OP_SPLICE.
+
+When nothing transforms the bytes, a regular file need not pass through
+our memory at all: the kernel moves page references from the file into a
+pipe. Into a pipe (``uring-cat f | prog``) one splice per request does the
+whole job; into /dev/null or a regular file a private pipe sits in between,
+and each request is a linked pair file -> pipe -> output. The reading half
+is flagged CQE_SKIP_SUCCESS, so a pair posts exactly one CQE: the write's,
+or the read's own when it came up short (which cancels the write silently).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import stat
+from typing import Optional, Tuple
+
+from .errors import WriteError
+from .fdio import F_GETPIPE_SZ, F_SETPIPE_SZ, PIPE_SIZE_WANTED
+from .ring import (OP_POLL_ADD, OP_SPLICE, SPLICE_F_FD_IN_FIXED,
+                   SQE_CQE_SKIP_SUCCESS, SQE_IO_LINK, FileRef, Ring)
+from .stats import Stats
+
+POLLOUT = 0x004
+_NULL_DEVICE = os.makedev(1, 3)
+_RETRY = (-errno.EAGAIN, -errno.EINTR, -errno.ECANCELED)
+
+# user_data of our requests
+_UD_IN, _UD_OUT, _UD_POLL = 11, 12, 13
+
+DIRECT = "splice"            # file -> output pipe
+VIA_PIPE = "splice via pipe"  # file -> private pipe -> output
+
+
+def splice_mode(out_fd: int, out_st: os.stat_result) -> Optional[str]:
+    """How splice can reach this output, or None when it cannot.
+
+    Pipes take a splice directly; /dev/null and regular files (not
+    O_APPEND, which splice refuses) through a private pipe. Terminals,
+    sockets and other devices keep the read/write path.
+    """
+    mode = out_st.st_mode
+    if stat.S_ISFIFO(mode):
+        return DIRECT
+    if stat.S_ISCHR(mode) and out_st.st_rdev == _NULL_DEVICE:
+        return VIA_PIPE
+    if stat.S_ISREG(mode):
+        try:
+            if fcntl.fcntl(out_fd, fcntl.F_GETFL) & os.O_APPEND:
+                return None
+        except OSError:
+            return None
+        return VIA_PIPE
+    return None
+
+
+class SpliceCopier:
+    """Copy regular files onto one output with splice requests on ``ring``."""
+
+    def __init__(self, ring: Ring, out: FileRef, mode: str, stats: Stats) -> None:
+        self.ring = ring
+        self.out = out
+        self.mode = mode
+        self.stats = stats
+        self.mid_r = self.mid_w = -1
+        if mode == VIA_PIPE:
+            self.mid_r, self.mid_w = os.pipe2(os.O_CLOEXEC)
+            _grow_pipe(self.mid_w)
+            self.chunk = fcntl.fcntl(self.mid_w, F_GETPIPE_SZ)
+        else:
+            _grow_pipe(out.fd)
+            self.chunk = fcntl.fcntl(out.fd, F_GETPIPE_SZ)
+        stats.extra["data_path"] = mode
+
+    def close(self) -> None:
+        for fd in (self.mid_r, self.mid_w):
+            if fd >= 0:
+                os.close(fd)
+        self.mid_r = self.mid_w = -1
+
+    def copy(self, src: FileRef, start: int, size: int) -> Tuple[Optional[str], int]:
+        """Splice ``src`` from ``start`` until a read returns 0.
+
+        ``size`` (from fstat) only sizes the requests; the end is where a
+        splice returns 0, as with read(2).
+
+        Returns:
+            (reason the input failed or None, bytes copied).
+
+        Raises:
+            WriteError: the output refused the bytes.
+        """
+        offset = start
+        in_fd = src.target
+        in_flags = SPLICE_F_FD_IN_FIXED if src.sqe_flags else 0
+        while True:
+            length = self.chunk
+            if offset < size:
+                length = min(length, size - offset)
+            if self.mode == DIRECT:
+                res = self._direct(in_fd, in_flags, offset, length)
+                if res < 0:
+                    if res == -errno.EPIPE:
+                        raise WriteError(errno.EPIPE, os.strerror(errno.EPIPE))
+                    return os.strerror(-res), offset - start
+                if res == 0:
+                    return None, offset - start
+                self.stats.bytes_read += res
+                self.stats.bytes_written += res
+                if res < length:
+                    self.stats.short_reads += 1
+                offset += res
+                continue
+            moved, failure = self._via_pipe(in_fd, in_flags, offset, length)
+            if failure is not None:
+                return failure, offset - start
+            if moved == 0:
+                return None, offset - start
+            offset += moved
+
+    # -- file -> output pipe ----------------------------------------------
+
+    def _direct(self, in_fd: int, in_flags: int, offset: int, length: int) -> int:
+        ring, out = self.ring, self.out
+        while True:
+            ring.prep(OP_SPLICE, out.target, offset, length, -1, _UD_OUT,
+                      flags=out.sqe_flags, op_flags=in_flags,
+                      splice_fd_in=in_fd)
+            res = self._one()
+            if res not in _RETRY:
+                return res
+            self._retry(res)
+
+    # -- file -> private pipe -> output -----------------------------------
+
+    def _via_pipe(self, in_fd: int, in_flags: int, offset: int,
+                  length: int) -> Tuple[int, Optional[str]]:
+        """One linked pair; returns (bytes moved, input failure)."""
+        ring, out = self.ring, self.out
+        ring.prep(OP_SPLICE, self.mid_w, offset, length, -1, _UD_IN,
+                  flags=SQE_IO_LINK | SQE_CQE_SKIP_SUCCESS, op_flags=in_flags,
+                  splice_fd_in=in_fd)
+        ring.prep(OP_SPLICE, out.target, -1, length, -1, _UD_OUT,
+                  flags=out.sqe_flags, splice_fd_in=self.mid_r)
+        n = ring.wait(1)
+        ud, res = ring.cqe_user_data[0], ring.cqe_res[0]
+        if n != 1:
+            raise RuntimeError("a splice pair posted more than one completion")
+        if ud == _UD_IN:
+            # the read came up short or failed; its write was cancelled
+            if res < 0:
+                return 0, os.strerror(-res)
+            self.stats.short_reads += 1
+            self.stats.bytes_read += res
+            self._drain_mid(res)
+            return res, None
+        self.stats.bytes_read += length
+        if res == length:
+            self.stats.bytes_written += res
+            return res, None
+        if res > 0:
+            self.stats.bytes_written += res
+            self.stats.short_writes += 1
+        elif res not in _RETRY:
+            raise WriteError(-res, os.strerror(-res))
+        self._drain_mid(length - max(res, 0))
+        return length, None
+
+    def _drain_mid(self, pending: int) -> None:
+        """Move ``pending`` bytes still in the private pipe to the output."""
+        ring, out = self.ring, self.out
+        while pending > 0:
+            ring.prep(OP_SPLICE, out.target, -1, pending, -1, _UD_OUT,
+                      flags=out.sqe_flags, splice_fd_in=self.mid_r)
+            self.stats.resubmissions += 1
+            res = self._one()
+            if res in _RETRY:
+                self._retry(res)
+                continue
+            if res <= 0:
+                code = -res if res < 0 else errno.EIO
+                raise WriteError(code, os.strerror(code))
+            self.stats.bytes_written += res
+            if res < pending:
+                self.stats.short_writes += 1
+            pending -= res
+
+    # -- helpers -------------------------------------------------------------
+
+    def _one(self) -> int:
+        """Wait for the single request in flight; return its result."""
+        ring = self.ring
+        n = ring.wait(1)
+        while n == 0:
+            n = ring.wait(1)
+        return int(ring.cqe_res[n - 1])
+
+    def _retry(self, res: int) -> None:
+        """Before resubmitting after EAGAIN, wait until the output has room."""
+        self.stats.resubmissions += 1
+        if res == -errno.EAGAIN:
+            out = self.out
+            self.ring.prep(OP_POLL_ADD, out.target, 0, 0, 0, _UD_POLL,
+                           flags=out.sqe_flags, op_flags=POLLOUT)
+            self._one()
+
+
+def _grow_pipe(fd: int) -> None:
+    try:
+        if fcntl.fcntl(fd, F_GETPIPE_SZ) < PIPE_SIZE_WANTED:
+            fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE_WANTED)
+    except OSError:
+        pass

@@ -19,6 +19,8 @@ from . import fdio
 from .catfmt import CatFormat, CatFormatter
 from .ring import (OP_POLL_ADD, OP_READ, OP_READ_FIXED, OP_WRITE,
                    OP_WRITE_FIXED, SQE_IO_LINK, Arena, FileRef, Ring)
+from .errors import WriteError
+from .splicing import SpliceCopier, splice_mode
 from .stats import Stats
 
 DEFAULT_BLOCK_SIZE = 128 * 1024
@@ -31,8 +33,6 @@ POLLOUT = 0x004
 ErrorHandler = Callable[[str, str], None]
 
 
-class WriteError(OSError):
-    """Writing the output failed; cat stops (as GNU cat does)."""
 
 
 class _Input(NamedTuple):
@@ -75,7 +75,8 @@ def cat_files(names: Sequence[str], out_fd: int = 1, *, engine: str = "uring",
               block_size: int = DEFAULT_BLOCK_SIZE,
               queue_depth: int = DEFAULT_QUEUE_DEPTH,
               fmt: Optional[CatFormat] = None, stats: Optional[Stats] = None,
-              on_error: Optional[ErrorHandler] = None) -> bool:
+              on_error: Optional[ErrorHandler] = None,
+              splice: bool = True) -> bool:
     """Concatenate ``names`` ('-' is stdin) onto ``out_fd``, like GNU cat.
 
     Args:
@@ -88,6 +89,9 @@ def cat_files(names: Sequence[str], out_fd: int = 1, *, engine: str = "uring",
         fmt: GNU cat's -b/-E/-n/-s/-T/-v transformations.
         stats: counters to fill.
         on_error: called with (name, reason) for each operand that fails.
+        splice: with the uring engine and no formatting, move regular files
+            into pipes, /dev/null and files with zero-copy splice requests
+            instead of read_fixed/write_fixed through the arena.
 
     Returns:
         True when every operand was copied.
@@ -112,7 +116,9 @@ def cat_files(names: Sequence[str], out_fd: int = 1, *, engine: str = "uring",
 
     copier: _Copier
     if engine == "uring":
-        copier = _UringCopier(out_fd, block_size, queue_depth, stats, formatter)
+        copier = _UringCopier(out_fd, block_size, queue_depth, stats, formatter,
+                              splice_mode(out_fd, out_st)
+                              if splice and formatter is None else None)
     elif engine == "sync":
         copier = _SyncCopier(out_fd, block_size, stats, formatter)
     else:
@@ -212,7 +218,8 @@ class _UringCopier(_Copier):
     """Read ahead through the ring, write in order through the ring."""
 
     def __init__(self, out_fd: int, block_size: int, depth: int, stats: Stats,
-                 formatter: Optional[CatFormatter]) -> None:
+                 formatter: Optional[CatFormatter],
+                 splice: Optional[str] = None) -> None:
         self.stats = stats
         self.block_size = block_size
         self.depth = depth
@@ -228,18 +235,45 @@ class _UringCopier(_Copier):
                 self.out = self.ring.attach_file(out_fd)
             else:
                 self.out = FileRef(out_fd, 0, out_fd, -1)
+            self.splicer = (SpliceCopier(self.ring, self.out, splice, stats)
+                            if splice else None)
         except BaseException:
             self.ring.close()
             raise
         self.sync = _SyncCopier(out_fd, block_size, stats, formatter)
 
     def close(self) -> None:
+        if self.splicer is not None:
+            self.splicer.close()
         self.ring.close()
+
+    def _splice(self, inp: _Input) -> Optional[str]:
+        """Copy a regular file with splice requests (no copy through us)."""
+        assert self.splicer is not None
+        src = self.ring.attach_file(inp.fd)
+        start = os.lseek(inp.fd, 0, os.SEEK_CUR)
+        self.stats.extra["data_path"] = self.splicer.mode
+        try:
+            failure, delivered = self.splicer.copy(src, start, inp.st.st_size)
+        except BaseException:
+            # requests may still be in flight: let the ring go with them
+            _ABANDONED.append(self.splicer)
+            self.splicer = None
+            self.ring.close()
+            raise
+        if not inp.owned:
+            os.lseek(inp.fd, start + delivered, os.SEEK_SET)
+        self.ring.detach_file(src)
+        return failure
 
     # -- one input --------------------------------------------------------
 
     def copy(self, inp: _Input) -> Optional[str]:
+        if self.splicer is not None and fdio.is_positional(inp.st):
+            return self._splice(inp)
         ring, stats, bs, depth = self.ring, self.stats, self.block_size, self.depth
+        stats.extra.setdefault("data_path", "read_fixed/write_fixed"
+                               if self.fixed else "read/write")
         arena = self.arena
         src = ring.attach_file(inp.fd)
         positional = fdio.is_positional(inp.st)

@@ -21,7 +21,8 @@ from .common import (Reporter, Settings, die_of_signal, emit_stats,
 PROG = "uring-cat"
 
 
-def run_cat(files: Sequence[str], fmt: CatFormat, settings: Settings) -> None:
+def run_cat(files: Sequence[str], fmt: CatFormat, settings: Settings,
+            splice: bool = True) -> None:
     """Run uring-cat on ``files`` and exit with GNU cat's status."""
     reporter = Reporter(PROG)
     closed = guard_std_fds()
@@ -43,7 +44,8 @@ def run_cat(files: Sequence[str], fmt: CatFormat, settings: Settings) -> None:
             return cat_files(names, 1, engine=engine,
                              block_size=settings.block_size,
                              queue_depth=settings.queue_depth, fmt=fmt,
-                             stats=stats, on_error=reporter.error)
+                             stats=stats, on_error=reporter.error,
+                             splice=splice)
 
         try:
             with_engine(settings, reporter, stats, work)

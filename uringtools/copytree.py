@@ -202,7 +202,9 @@ class _Walker:
             return
         try:
             with os.scandir(src) as entries:
-                names = [e.name for e in entries]
+                # GNU (gnulib savedir) reads entries in inode order
+                names = [e.name for e in sorted(entries,
+                                                key=lambda e: e.inode())]
         except OSError as exc:
             self.fail(f"cannot access {quote(src)}: {_err(exc)}")
             names = []

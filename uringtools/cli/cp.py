@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import stat
 import sys
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, NoReturn, Optional, Tuple
 
 import click
 
@@ -20,9 +20,13 @@ PROG = "uring-cp"
 PROGRESS_AUTO_BYTES = 256 << 20
 
 
-def _usage(reporter: Reporter, message: str) -> None:
+def _usage(reporter: Reporter, message: str) -> NoReturn:
     reporter.say(message)
-    reporter.fail(f"Try '{PROG} --help' for more information.")
+    try:
+        os.write(2, f"Try '{PROG} --help' for more information.\n".encode())
+    except OSError:
+        pass
+    raise SystemExit(1)
 
 
 class _Bar:

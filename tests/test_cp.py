@@ -1,0 +1,529 @@
+"""uring-cp against GNU cp 9.1: the bytes, modes, times, trees, messages and
+exit status on the same inputs, with both engines; and the faults GNU cp
+gets wrong (a failed or interrupted copy must lose nothing)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import pytest
+
+BIN = Path(sys.executable).parent
+URING_CP = str(BIN / "uring-cp")
+URINGTOOLS = str(BIN / "uringtools")
+GNU_CP = "cp"  # found on PATH: GNU names itself after argv[0]
+SECCOMP_EXEC = str(Path(__file__).resolve().parent / "seccomp_exec.py")
+ENGINES = ["uring", "sync"]
+BS = 4096
+ENV = dict(os.environ, LC_ALL="C")
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+def run(argv: List[str], cwd: Path, *, prefix: Optional[List[str]] = None,
+        umask: Optional[int] = None) -> subprocess.CompletedProcess:
+    def pre() -> None:
+        if umask is not None:
+            os.umask(umask)
+    return subprocess.run((prefix or []) + argv, cwd=cwd, capture_output=True,
+                          env=ENV, timeout=60, preexec_fn=pre)
+
+
+def ucp(*args: str, cwd: Path, engine: str = "uring", **kw):
+    return run([URING_CP, "--engine", engine, *args], cwd, **kw)
+
+
+def gcp(*args: str, cwd: Path, **kw):
+    return run([GNU_CP, *args], cwd, **kw)
+
+
+def same_messages(ours: subprocess.CompletedProcess,
+                  gnu: subprocess.CompletedProcess) -> None:
+    assert ours.returncode == gnu.returncode, (ours.stderr, gnu.stderr)
+    assert ours.stderr.decode().replace("uring-cp:", "cp:") == gnu.stderr.decode()
+    assert ours.stdout == gnu.stdout
+    assert b"Traceback" not in ours.stderr
+
+
+def snapshot(root: Path, times: bool = False) -> Dict[str, Tuple]:
+    """Every entry under root: type, mode, content or link (and times)."""
+    out: Dict[str, Tuple] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            rel = os.path.relpath(p, root)
+            if stat.S_ISLNK(st.st_mode):
+                info: Tuple = ("l", os.readlink(p))
+            elif stat.S_ISDIR(st.st_mode):
+                info = ("d", stat.S_IMODE(st.st_mode))
+            else:
+                info = ("f", stat.S_IMODE(st.st_mode),
+                        Path(p).read_bytes())
+            if times and not stat.S_ISLNK(st.st_mode):
+                info += (st.st_mtime_ns,)
+            out[rel] = info
+    return out
+
+
+def no_temps(*dirs: Path) -> None:
+    for d in dirs:
+        for dirpath, dirnames, filenames in os.walk(d):
+            left = [n for n in dirnames + filenames if ".ucp-" in n]
+            assert not left, f"temporaries left in {dirpath}: {left}"
+
+
+@pytest.fixture
+def tmp(tmp_path: Path) -> Path:
+    return tmp_path
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path: Path):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs",
+                          str(mnt)], capture_output=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+# -- bytes --------------------------------------------------------------------
+
+SIZES = [0, 1, BS - 1, BS, BS + 1, 16 * BS - 1, 16 * BS, 16 * BS + 1,
+         40 * BS + 123]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_sizes_around_block_boundaries(tmp: Path, engine: str) -> None:
+    for size in SIZES:
+        data = os.urandom(size)
+        (tmp / f"s{size}").write_bytes(data)
+        res = ucp("--block-size", str(BS), f"s{size}", f"d{size}", cwd=tmp,
+                  engine=engine)
+        assert res.returncode == 0, res.stderr
+        assert (tmp / f"d{size}").read_bytes() == data
+    no_temps(tmp)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_many_files_into_directory(tmp: Path, engine: str) -> None:
+    names = []
+    for i in range(60):
+        (tmp / f"f{i}").write_bytes(os.urandom(i * 997))
+        names.append(f"f{i}")
+    (tmp / "out").mkdir()
+    res = ucp("--block-size", str(BS), *names, "out", cwd=tmp, engine=engine)
+    assert res.returncode == 0, res.stderr
+    for n in names:
+        assert (tmp / "out" / n).read_bytes() == (tmp / n).read_bytes()
+    (tmp / "t").mkdir()
+    assert ucp("-t", "t", "f1", "f2", cwd=tmp, engine=engine).returncode == 0
+    assert (tmp / "t" / "f2").read_bytes() == (tmp / "f2").read_bytes()
+    assert ucp("-T", "f3", "t3", cwd=tmp, engine=engine).returncode == 0
+    assert (tmp / "t3").read_bytes() == (tmp / "f3").read_bytes()
+    no_temps(tmp)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_overwrite_longer_destination_keeps_its_mode(tmp: Path,
+                                                     engine: str) -> None:
+    (tmp / "src").write_bytes(b"short")
+    (tmp / "src").chmod(0o755)
+    for who, cp in (("ours", lambda *a: ucp(*a, cwd=tmp, engine=engine)),
+                    ("gnu", lambda *a: gcp(*a, cwd=tmp))):
+        dst = tmp / f"dst-{who}"
+        dst.write_bytes(b"a much longer previous content" * 100)
+        dst.chmod(0o640)
+        assert cp("src", dst.name).returncode == 0
+        assert dst.read_bytes() == b"short"
+    a, b = os.stat(tmp / "dst-ours"), os.stat(tmp / "dst-gnu")
+    assert stat.S_IMODE(a.st_mode) == stat.S_IMODE(b.st_mode) == 0o640
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_new_destination_mode_is_source_minus_umask(tmp: Path,
+                                                    engine: str) -> None:
+    (tmp / "src").write_bytes(b"x" * 10000)
+    (tmp / "src").chmod(0o777)
+    assert ucp("src", "ours", cwd=tmp, engine=engine, umask=0o027).returncode == 0
+    assert gcp("src", "gnu", cwd=tmp, umask=0o027).returncode == 0
+    assert (stat.S_IMODE(os.stat(tmp / "ours").st_mode)
+            == stat.S_IMODE(os.stat(tmp / "gnu").st_mode) == 0o750)
+
+
+def test_nonregular_destination_written_in_place(tmp: Path) -> None:
+    (tmp / "src").write_bytes(b"data" * 5000)
+    assert ucp("src", "/dev/null", cwd=tmp).returncode == 0
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    os.mkfifo(tmp / "fifo")
+    reader = subprocess.Popen(["cat", str(tmp / "fifo")], stdout=subprocess.PIPE)
+    assert ucp("src", "fifo", cwd=tmp).returncode == 0
+    assert reader.communicate(timeout=10)[0] == b"data" * 5000
+    assert stat.S_ISFIFO(os.lstat(tmp / "fifo").st_mode)
+
+
+def test_stream_source(tmp: Path) -> None:
+    res = ucp("/proc/self/status", "st", cwd=tmp)
+    assert res.returncode == 0
+    assert b"Name:" in (tmp / "st").read_bytes()
+
+
+# -- trees --------------------------------------------------------------------
+
+def make_tree(root: Path) -> None:
+    (root / "d" / "sub" / "deeper").mkdir(parents=True)
+    (root / "d" / "empty").mkdir()
+    (root / "d" / "sub" / "empty2").mkdir()
+    for i, p in enumerate(["a", "sub/b", "sub/deeper/c", "z"]):
+        (root / "d" / p).write_bytes(os.urandom(i * 5000 + 1))
+    (root / "d" / "sub" / "b").chmod(0o600)
+    (root / "d" / "sub" / "deeper").chmod(0o750)
+    os.symlink("a", root / "d" / "link")
+    os.symlink("../nowhere", root / "d" / "sub" / "dangling")
+    os.symlink("/etc", root / "d" / "abs")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("flag", ["-r", "-R", "-a"])
+def test_tree_like_gnu(tmp: Path, engine: str, flag: str) -> None:
+    make_tree(tmp)
+    ours = ucp(flag, "d", "ours", cwd=tmp, engine=engine)
+    gnu = gcp(flag, "d", "gnu", cwd=tmp)
+    same_messages(ours, gnu)
+    times = flag == "-a"
+    assert snapshot(tmp / "ours", times) == snapshot(tmp / "gnu", times)
+    # into an existing directory: d lands inside it
+    ours = ucp(flag, "d", "ours", cwd=tmp, engine=engine)
+    gnu = gcp(flag, "d", "gnu", cwd=tmp)
+    same_messages(ours, gnu)
+    assert snapshot(tmp / "ours", times) == snapshot(tmp / "gnu", times)
+    no_temps(tmp)
+
+
+def test_verbose_like_gnu(tmp: Path) -> None:
+    make_tree(tmp)
+    ours = ucp("-rv", "d", "ours", cwd=tmp)
+    gnu = gcp("-rv", "d", "gnu", cwd=tmp)
+    assert ours.returncode == gnu.returncode == 0
+    assert ours.stdout.decode().replace("'ours", "'X") == \
+        gnu.stdout.decode().replace("'gnu", "'X")
+    (tmp / "f").write_bytes(b"x")
+    assert ucp("-v", "f", "g", cwd=tmp).stdout == b"'f' -> 'g'\n"
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_preserve_mode_and_ns_timestamps(tmp: Path, engine: str) -> None:
+    (tmp / "src").write_bytes(os.urandom(70000))
+    (tmp / "src").chmod(0o4751)
+    os.utime(tmp / "src", ns=(1_500_000_000_123_456_789, 1_600_000_000_987_654_321))
+    for flag in ("-p", "-a", "--preserve"):
+        os.utime(tmp / "src", ns=(1_500_000_000_123_456_789,
+                                  1_600_000_000_987_654_321))
+        dst = tmp / f"dst{flag}"
+        dst.write_bytes(b"old")
+        dst.chmod(0o600)
+        assert ucp(flag, "src", dst.name, cwd=tmp, engine=engine).returncode == 0
+        s, d = os.stat(tmp / "src"), os.stat(dst)
+        assert stat.S_IMODE(d.st_mode) == 0o4751
+        # times as stat saw them before the copy (reading moves the atime)
+        assert (d.st_atime_ns, d.st_mtime_ns) == (1_500_000_000_123_456_789,
+                                                  1_600_000_000_987_654_321)
+        assert s.st_mtime_ns == d.st_mtime_ns
+    # directories too, after their contents are written
+    make_tree(tmp)
+    os.utime(tmp / "d" / "sub", ns=(1_000_000_000_000_000_001,
+                                    1_000_000_000_000_000_002))
+    assert ucp("-a", "d", "copy", cwd=tmp, engine=engine).returncode == 0
+    assert os.stat(tmp / "copy" / "sub").st_mtime_ns == 1_000_000_000_000_000_002
+    assert os.lstat(tmp / "copy" / "link").st_mtime_ns == \
+        os.lstat(tmp / "d" / "link").st_mtime_ns
+
+
+def test_preserve_ownership_as_root(tmp: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("chown needs root")
+    (tmp / "src").write_bytes(b"x")
+    os.chown(tmp / "src", 65534, 65534)
+    assert ucp("-p", "src", "dst", cwd=tmp).returncode == 0
+    st = os.stat(tmp / "dst")
+    assert (st.st_uid, st.st_gid) == (65534, 65534)
+    # an existing destination keeps its owner without -p
+    assert ucp("src", "dst", cwd=tmp).returncode == 0 if os.chown(
+        tmp / "dst", 1, 1) is None else False
+    assert os.stat(tmp / "dst").st_uid == 1
+
+
+def test_dereference_options(tmp: Path) -> None:
+    (tmp / "f").write_bytes(b"target")
+    os.symlink("f", tmp / "sl")
+    assert ucp("sl", "a", cwd=tmp).returncode == 0
+    assert not os.path.islink(tmp / "a")
+    assert ucp("-P", "sl", "b", cwd=tmp).returncode == 0
+    assert os.readlink(tmp / "b") == "f"
+    assert ucp("-rL", "sl", "c", cwd=tmp).returncode == 0
+    assert not os.path.islink(tmp / "c")
+    assert ucp("-r", "sl", "d", cwd=tmp).returncode == 0
+    assert os.readlink(tmp / "d") == "f"
+
+
+def test_no_clobber(tmp: Path) -> None:
+    (tmp / "a").write_bytes(b"new")
+    (tmp / "b").write_bytes(b"old")
+    ours = ucp("-n", "a", "b", cwd=tmp)
+    assert ours.returncode == 0 and ours.stderr == b""
+    assert (tmp / "b").read_bytes() == b"old"
+
+
+# -- GNU's messages -------------------------------------------------------------
+
+MESSAGE_CASES = [
+    ["a", "a"],
+    ["a", "hl"],
+    ["a", "sl"],
+    ["-r", "d", "d/sub"],
+    ["-r", "d", "d"],
+    ["d", "e"],
+    ["nope", "e"],
+    ["a", "dangle"],
+    ["a", "b", "nonexist"],
+    ["a", "b", "a"],
+    ["a", "b", "d/nodir/"],
+    ["-r", "d", "a"],
+    ["-T", "a", "d"],
+    ["-t", "a", "b"],
+    ["-t", "nonexist", "a"],
+    ["nope1", "a", "d"],
+    ["it's", "it's"],
+    ["a b", "a b"],
+    ["n\nl", "n\nl"],
+    ["a"],
+    [],
+    ["-T", "a", "b", "c"],
+    ["a", "d2"],
+    ["-r", "d", "d2/x"],
+]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_messages_like_gnu(tmp: Path, engine: str) -> None:
+    def setup(root: Path) -> None:
+        root.mkdir()
+        (root / "a").write_text("hi\n")
+        (root / "b").write_text("b\n")
+        (root / "d" / "sub").mkdir(parents=True)
+        (root / "d2" / "a").mkdir(parents=True)
+        os.symlink("nowhere", root / "dangle")
+        os.link(root / "a", root / "hl")
+        os.symlink("a", root / "sl")
+        for odd in ("it's", "a b", "n\nl"):
+            (root / odd).write_text("odd\n")
+    for case in MESSAGE_CASES:
+        setup(tmp / "ours")
+        setup(tmp / "gnu")
+        ours = ucp(*case, cwd=tmp / "ours", engine=engine)
+        gnu = gcp(*case, cwd=tmp / "gnu")
+        ours_err = ours.stderr.decode().replace("uring-cp", "cp")
+        assert ours.returncode == gnu.returncode, case
+        assert ours_err == gnu.stderr.decode(), case
+        no_temps(tmp / "ours")
+        shutil.rmtree(tmp / "ours")
+        shutil.rmtree(tmp / "gnu")
+
+
+def test_carries_on_after_a_bad_operand(tmp: Path) -> None:
+    (tmp / "a").write_bytes(b"a")
+    (tmp / "d").mkdir()
+    (tmp / "out").mkdir()
+    res = ucp("nope", "d", "a", "out", cwd=tmp)
+    assert res.returncode == 1
+    assert (tmp / "out" / "a").read_bytes() == b"a"
+    assert res.stderr.decode().splitlines() == [
+        "uring-cp: cannot stat 'nope': No such file or directory",
+        "uring-cp: -r not specified; omitting directory 'd'"]
+
+
+def test_permission_messages_like_gnu(tmp: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch to nobody")
+    for who in ("ours", "gnu"):
+        root = tmp / who
+        root.mkdir()
+        root.chmod(0o777)
+        (root / "ro").write_text("old\n")
+        (root / "ro").chmod(0o444)
+        (root / "secret").write_text("s\n")
+        (root / "secret").chmod(0o000)
+        (root / "src").write_text("new\n")
+        (root / "src").chmod(0o644)
+    for case in (["src", "ro"], ["secret", "x"], ["src", "/proc/sys/x"]):
+        ours = run([URING_CP, *case], tmp / "ours", prefix=NOBODY)
+        gnu = run([GNU_CP, *case], tmp / "gnu", prefix=NOBODY)
+        assert ours.returncode == gnu.returncode, case
+        assert ours.stderr.decode().replace("uring-cp", "cp") == \
+            gnu.stderr.decode(), case
+    assert (tmp / "ours" / "ro").read_text() == "old\n"
+    # -f replaces a destination it cannot write, as GNU does
+    ours = run([URING_CP, "-f", "src", "ro"], tmp / "ours", prefix=NOBODY)
+    assert ours.returncode == 0, ours.stderr
+    assert (tmp / "ours" / "ro").read_text() == "new\n"
+    no_temps(tmp)
+
+
+# -- faults: nothing is lost ------------------------------------------------------
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_enospc_keeps_old_destination(tiny_tmpfs: Path, tmp: Path,
+                                      engine: str) -> None:
+    big = tmp / "big"
+    big.write_bytes(os.urandom(3 << 20))
+    (tiny_tmpfs / "old").write_bytes(b"precious")
+    res = ucp(str(big), "old", cwd=tiny_tmpfs, engine=engine)
+    assert res.returncode == 1
+    assert res.stderr.decode() == \
+        "uring-cp: error writing 'old': No space left on device\n"
+    assert (tiny_tmpfs / "old").read_bytes() == b"precious"
+    res = ucp(str(big), "new", cwd=tiny_tmpfs, engine=engine)
+    assert res.returncode == 1
+    assert not (tiny_tmpfs / "new").exists()
+    assert sorted(os.listdir(tiny_tmpfs)) == ["old"]
+    # GNU leaves a truncated file behind; we only check it fails the same way
+    gnu = gcp(str(big), "gnu", cwd=tiny_tmpfs)
+    assert gnu.returncode == 1 and b"No space left on device" in gnu.stderr
+    # several files, one fails: the others still land, the status is 1
+    os.unlink(tiny_tmpfs / "gnu")
+    (tmp / "small").write_bytes(b"s" * 1000)
+    (tiny_tmpfs / "dir").mkdir()
+    res = ucp(str(big), str(tmp / "small"), "dir", cwd=tiny_tmpfs,
+              engine=engine)
+    assert res.returncode == 1
+    assert os.listdir(tiny_tmpfs / "dir") == ["small"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_sparse_gigabyte_fits_tiny_tmpfs(tiny_tmpfs: Path, tmp: Path,
+                                         engine: str) -> None:
+    src = tmp / "sparse"
+    with open(src, "wb") as f:
+        f.truncate(1 << 30)
+        f.seek(123_456_789)
+        f.write(b"!")
+    res = ucp(str(src), "copy", cwd=tiny_tmpfs, engine=engine)
+    assert res.returncode == 0, res.stderr
+    st = os.stat(tiny_tmpfs / "copy")
+    assert st.st_size == 1 << 30 and st.st_blocks <= 64
+    with open(tiny_tmpfs / "copy", "rb") as f:
+        f.seek(123_456_789)
+        assert f.read(1) == b"!"
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_sparse_past_4gib_keeps_holes(tmp: Path, engine: str) -> None:
+    src = tmp / "sparse"
+    with open(src, "wb") as f:
+        f.write(os.urandom(10000))
+        f.seek((5 << 30) + 17)
+        f.write(os.urandom(70000))
+        f.truncate((6 << 30) + 3)
+    res = ucp(str(src), "copy", cwd=tmp, engine=engine)
+    assert res.returncode == 0, res.stderr
+    s, d = os.stat(src), os.stat(tmp / "copy")
+    assert d.st_size == s.st_size
+    assert d.st_blocks == s.st_blocks
+    with open(src, "rb") as a, open(tmp / "copy", "rb") as b:
+        for off in (0, (5 << 30) + 17, (5 << 30) + 60000):
+            a.seek(off)
+            b.seek(off)
+            assert a.read(20000) == b.read(20000)
+    # --sparse=always makes holes of zero blocks; never writes them all
+    (tmp / "zeros").write_bytes(bytes(1 << 20) + b"x")
+    assert ucp("--sparse=always", "zeros", "z2", cwd=tmp,
+               engine=engine).returncode == 0
+    assert (tmp / "z2").read_bytes() == (tmp / "zeros").read_bytes()
+    assert os.stat(tmp / "z2").st_blocks < 100
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("existing", [False, True])
+def test_sigint_mid_copy_loses_nothing(tmp: Path, engine: str,
+                                       existing: bool) -> None:
+    (tmp / "big").write_bytes(os.urandom(64 << 20))
+    if existing:
+        (tmp / "dst").write_bytes(b"old content")
+    proc = subprocess.Popen([URING_CP, "--engine", engine, "--block-size",
+                             "512", "--queue-depth", "1", "big", "dst"],
+                            cwd=tmp, stderr=subprocess.PIPE)
+    # wait until the temporary exists, then interrupt
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if any(".ucp-" in n for n in os.listdir(tmp)):
+            break
+        time.sleep(0.005)
+    time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == -signal.SIGINT, err
+    assert b"Traceback" not in err
+    no_temps(tmp)
+    if existing:
+        assert (tmp / "dst").read_bytes() == b"old content"
+    else:
+        assert not (tmp / "dst").exists()
+
+
+def test_sigterm_mid_copy_loses_nothing(tmp: Path) -> None:
+    (tmp / "big").write_bytes(os.urandom(32 << 20))
+    proc = subprocess.Popen([URING_CP, "--block-size", "512", "big", "dst"],
+                            cwd=tmp, stderr=subprocess.PIPE)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode in (-signal.SIGTERM, 0), err
+    no_temps(tmp)
+    if proc.returncode:
+        assert not (tmp / "dst").exists()
+
+
+# -- odds and ends ------------------------------------------------------------------
+
+def test_fsync_and_stats(tmp: Path) -> None:
+    (tmp / "a").write_bytes(os.urandom(300000))
+    res = ucp("--fsync", "--stats-format", "json", "a", "b", cwd=tmp)
+    assert res.returncode == 0, res.stderr
+    assert (tmp / "b").read_bytes() == (tmp / "a").read_bytes()
+    import json
+    stats = json.loads(res.stderr.decode().strip().splitlines()[-1])
+    assert stats["bytes_written"] == 300000 and stats["engine"] == "uring"
+    assert stats["ops"]["read_fixed"] == stats["ops"]["write_fixed"]
+
+
+def test_subcommand_and_help(tmp: Path) -> None:
+    (tmp / "a").write_bytes(b"x")
+    assert run([URINGTOOLS, "cp", "a", "b"], tmp).returncode == 0
+    assert (tmp / "b").read_bytes() == b"x"
+    res = run([URING_CP, "--help"], tmp)
+    assert res.returncode == 0 and b"--sparse" in res.stdout
+
+
+def test_falls_back_when_io_uring_is_refused(tmp: Path) -> None:
+    if not os.path.exists(SECCOMP_EXEC):
+        pytest.skip("no seccomp helper")
+    (tmp / "a").write_bytes(os.urandom(100000))
+    res = run([sys.executable, SECCOMP_EXEC, "EPERM", URING_CP, "a", "b"], tmp)
+    assert res.returncode == 0, res.stderr
+    assert b"using the sync engine" in res.stderr
+    assert (tmp / "b").read_bytes() == (tmp / "a").read_bytes()
+    res = run([sys.executable, SECCOMP_EXEC, "EPERM", URING_CP, "--engine",
+               "uring", "a", "c"], tmp)
+    assert res.returncode == 1 and not (tmp / "c").exists()

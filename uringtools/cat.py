@@ -279,6 +279,9 @@ class _UringCopier(_Copier):
         positional = fdio.is_positional(inp.st)
         offset = os.lseek(inp.fd, 0, os.SEEK_CUR) if positional else -1
         start = offset
+        # Regular files: read up to the size fstat gave, plus one read at
+        # that offset to see EOF (or growth), as read(2) would; streams: no limit.
+        limit = start + inp.st.st_size if positional else 0
         max_reads = depth if positional else 1
         read_op = OP_READ_FIXED if self.fixed else OP_READ
         write_op = OP_WRITE_FIXED if self.fixed else OP_WRITE
@@ -328,7 +331,7 @@ class _UringCopier(_Copier):
             while True:
                 # queue reads into free slots, in cyclic order
                 while (not ended and not done and reads < max_reads
-                       and state[next_slot] == _FREE):
+                       and state[next_slot] == _FREE and offset <= limit):
                     s = next_slot
                     state[s] = _READING
                     slot_off[s] = offset
@@ -397,6 +400,8 @@ class _UringCopier(_Copier):
                         if res > 0:
                             length[s] = res
                             state[s] = _FILLED
+                            if positional and slot_off[s] + res > limit:
+                                limit = slot_off[s] + res  # the file grew
                             if res < bs:
                                 stats.short_reads += 1
                                 if positional:

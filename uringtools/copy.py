@@ -139,6 +139,8 @@ class FileCopier:
         self.temps: Set[str] = set()     # temporaries that exist right now
         self.synced_dirs: Set[str] = set()
         self.ok = True
+        self._tag = secrets.token_hex(3)
+        self._serial = 0
 
     def fail(self, message: str) -> None:
         self.ok = False
@@ -175,10 +177,14 @@ class FileCopier:
         flags = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                  | os.O_CLOEXEC)
         for _ in range(100):
-            name = os.path.join(head, f".{tail[:180]}.ucp-{secrets.token_hex(4)}")
+            self._serial += 1
+            name = os.path.join(head, f".{tail[:180]}.ucp-{self._tag}"
+                                      f"{self._serial:x}")
             self.temps.add(name)   # before the open: a signal may come
             try:
-                job.fd_out = os.open(name, flags, 0o600)
+                # the final permission bits (never more: no set-id bits
+                # while being written); the umask may take some away
+                job.fd_out = os.open(name, flags, job.mode & 0o777)
             except FileExistsError:
                 self.temps.discard(name)
                 continue
@@ -266,7 +272,7 @@ class FileCopier:
                     os.fchown(fd, old.st_uid, old.st_gid)
                 except PermissionError:
                     pass
-        if job.mode != 0o600:
+        if job.mode & 0o777 & ~UMASK != job.mode:  # as the open made it
             os.fchmod(fd, job.mode)
 
     def release(self, job: FileJob, close: bool = True) -> None:

@@ -7,6 +7,7 @@ from typing import Any, Dict, Tuple
 
 #: subcommand -> (module, attribute); imported only when invoked
 SUBCOMMANDS: Dict[str, Tuple[str, str]] = {
+    "bench": ("uringtools.cli.bench", "bench_command"),
     "cat": ("uringtools.cli.cat_command", "cat_command"),
     "cp": ("uringtools.cli.cp", "cp_command"),
     "hash": ("uringtools.cli.hash", "hash_command"),

@@ -1,0 +1,185 @@
+"""`uringtools bench`: the efficiency report, measured on this machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from typing import Any, Dict, List, Optional, Sequence
+
+import click
+
+from .. import benchmark as bm
+from .common import parse_size
+
+WORKLOADS = ("cat-null", "cat-pipe", "cp-big", "cp-tree", "hash-big", "hash-many")
+
+
+def _fmt_ratio(value: Optional[float]) -> str:
+    return f"{value:.2f}x" if value is not None else "-"
+
+
+def _fmt_rate(value: Optional[float]) -> str:
+    if value is None:
+        return "-"
+    return f"{value / bm.MiB:,.0f} MiB/s"
+
+
+def _fmt_calls(value: Optional[float]) -> str:
+    return f"{value:,.0f}" if value is not None else "-"
+
+
+def _markdown(rows: Sequence[Dict[str, Any]]) -> str:
+    head = ["workload", "command", "wall (median)", "vs peer", "CPU/GiB",
+            "CPU vs peer", "syscalls/GiB", "throughput"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        lines.append("| " + " | ".join([
+            str(r["workload"]), str(r["command"]), f"{r['wall_s'] * 1000:.0f} ms",
+            _fmt_ratio(r["wall_vs_peer"]),
+            f"{r['cpu_s_per_gib']:.3f} s" if r["cpu_s_per_gib"] is not None else "-",
+            _fmt_ratio(r["cpu_vs_peer"]), _fmt_calls(r["syscalls_per_gib"]),
+            _fmt_rate(r["throughput_bytes_per_s"])]) + " |")
+    return "\n".join(lines)
+
+
+def _rich_table(rows: Sequence[Dict[str, Any]], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=title)
+    for name, justify in (("workload", "left"), ("command", "left"),
+                          ("wall", "right"), ("vs peer", "right"), ("", "left"),
+                          ("CPU/GiB", "right"), ("CPU vs peer", "right"),
+                          ("syscalls/GiB", "right"), ("throughput", "right")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for r in rows:
+        ratio = r["wall_vs_peer"]
+        bar = ""
+        if ratio is not None:
+            width = max(1, min(30, round(ratio * 10)))
+            colour = "green" if ratio <= 1.0 else "red"
+            bar = f"[{colour}]{'█' * width}[/]"
+        table.add_row(
+            str(r["workload"]), str(r["command"]), f"{r['wall_s'] * 1000:,.0f} ms",
+            _fmt_ratio(ratio), bar,
+            f"{r['cpu_s_per_gib']:.3f} s" if r["cpu_s_per_gib"] is not None else "-",
+            _fmt_ratio(r["cpu_vs_peer"]), _fmt_calls(r["syscalls_per_gib"]),
+            _fmt_rate(r["throughput_bytes_per_s"]))
+    console.print(table)
+
+
+@click.command(name="bench", context_settings={"help_option_names": ["--help"]})
+@click.option("--size", default="1G", show_default=True,
+              help="size of the big file (K/M/G suffixes)")
+@click.option("--files", type=click.IntRange(0, 10_000_000), default=10000,
+              show_default=True, help="small files in the cp -r tree")
+@click.option("--dir", "data_dir", type=click.Path(file_okay=False),
+              default=None, help="where to make the data [default: a new "
+                                 "temporary directory, removed afterwards]")
+@click.option("--runs", type=click.IntRange(1, 100), default=5, show_default=True,
+              help="measured runs per command (medians are reported)")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "markdown"]),
+              default="table", show_default=True)
+@click.option("--workload", "workloads", multiple=True,
+              type=click.Choice(WORKLOADS),
+              help="run only these workloads (repeatable) [default: all]")
+@click.option("--sweep", is_flag=True,
+              help="instead: block size x queue depth for uring-cat through "
+                   "the registered buffers")
+@click.option("--cold", is_flag=True,
+              help="evict the data from the page cache before every run")
+def bench_command(size: str, files: int, data_dir: Optional[str], runs: int,
+                  fmt: str, workloads: Sequence[str], sweep: bool,
+                  cold: bool) -> None:
+    """Measure uring-cat, uring-cp and uring-hash against GNU tools here.
+
+    Runs alternate between contenders; medians of wall time, CPU per GiB,
+    syscalls per GiB and throughput are reported with the ratio to the GNU
+    peer.
+    """
+    try:
+        nbytes = _parse_big_size(size)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--size")
+    root = tempfile.mkdtemp(prefix="uringtools-bench-", dir=data_dir)
+    progress = None
+    try:
+        if sweep:
+            rows = _run_sweep(root, nbytes, runs, cold)
+        else:
+            built, cleanup, paths = bm.build_workloads(root, nbytes, files,
+                                                       list(workloads) or None)
+            try:
+                total = sum((runs + 1) * len(w.commands) for w in built)
+                progress, advance = _progress(total)
+                bm.warm(paths)
+                evict = (lambda: bm.evict(paths)) if cold else None
+                for workload in built:
+                    bm.run_workload(workload, runs, advance, evict)
+            finally:
+                if progress is not None:
+                    progress.stop()
+                cleanup()
+            rows = [row for w in built for row in w.rows()]
+    except RuntimeError as exc:
+        click.echo(f"uringtools bench: {exc}", err=True)
+        raise SystemExit(1)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    title = (f"uringtools bench: {os.cpu_count()} cores, {runs} runs, "
+             f"page cache {'cold' if cold else 'warm'}")
+    if fmt == "json":
+        click.echo(json.dumps({"title": title, "rows": rows}, indent=2))
+    elif fmt == "markdown":
+        click.echo(title + "\n\n" + _markdown(rows))
+    else:
+        _rich_table(rows, title)
+
+
+def _parse_big_size(text: str) -> int:
+    raw = text.strip().upper().rstrip("B").rstrip("I")
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    if raw and raw[-1] in units and raw[:-1].isdigit():
+        return int(raw[:-1]) * units[raw[-1]]
+    if raw.isdigit():
+        return int(raw)
+    raise ValueError(f"invalid size {text!r}")
+
+
+def _progress(total: int):  # -> (Progress | None, callable)
+    if not sys.stderr.isatty():
+        return None, lambda label: None
+    from rich.console import Console
+    from rich.progress import Progress
+
+    progress = Progress(console=Console(stderr=True), redirect_stdout=False,
+                        transient=True)
+    task = progress.add_task("measuring", total=total)
+    progress.start()
+
+    def advance(label: str) -> None:
+        progress.update(task, advance=1, description=label)
+
+    return progress, advance
+
+
+def _run_sweep(root: str, nbytes: int, runs: int, cold: bool) -> List[Dict[str, Any]]:
+    path = os.path.join(root, "big")
+    bm.write_file(path, nbytes)
+    bm.warm([path])
+    commands = list(bm.sweep_commands(path, (16 << 10, 64 << 10, 128 << 10, 256 << 10, 1 << 20),
+                                      (1, 2, 4, 8, 16)))
+    workload = bm.Workload("sweep: uring-cat --no-splice", nbytes,
+                           [c for _, _, c in commands], peer="128K x 4")
+    progress, advance = _progress((runs + 1) * len(commands))
+    try:
+        bm.run_workload(workload, runs, advance,
+                        (lambda: bm.evict([path])) if cold else None)
+    finally:
+        if progress is not None:
+            progress.stop()
+    return workload.rows()

@@ -58,6 +58,10 @@ def _read_check_lines(name: str, reporter: Reporter) -> Optional[List[bytes]]:
                 return stream.readlines()
         with open(name, "rb") as stream:
             return stream.readlines()
+    except IsADirectoryError:
+        # GNU opens it, then fails to read: "NAME: read error"
+        reporter.error(None, f"{quotef(name)}: read error")
+        return None
     except OSError as exc:
         reporter.error(quotef(name), exc.strerror or str(exc))
         return None
@@ -84,21 +88,23 @@ def verify(checkfile: str, parser: CheckParser, algo: Algorithm,
         line = parser.parse(text)
         if line is not None and is_stdin and line.name == b"-":
             line = None
-        if line is None:
-            tally.misformatted += 1
-            if opts.warn:
-                reporter.say(f"{shown}: {number}: improperly formatted "
-                             f"{algo.tag} checksum line")
         tally.lines.append((number, line))
     entries = [line for _, line in tally.lines if line is not None]
-    if entries:
-        tally.formatted = True
-        names = [os.fsdecode(line.name) for line in entries]
-        lengths: List[Optional[int]] = [line.bits for line in entries]
-        results = run(names, lengths)
-        with contextlib.closing(results):  # type: ignore[type-var]
-            for line, result in zip(entries, results):  # type: ignore[call-overload]
-                _report_line(line, result, opts, reporter, tally)
+    names = [os.fsdecode(line.name) for line in entries]
+    lengths: List[Optional[int]] = [line.bits for line in entries]
+    results = (run(names, lengths) if entries
+               else (r for r in ()))  # type: ignore[var-annotated]
+    # report in line order, so stderr interleaves as GNU's does
+    with contextlib.closing(results):  # type: ignore[type-var]
+        for number, line in tally.lines:
+            if line is None:
+                tally.misformatted += 1
+                if opts.warn:
+                    reporter.say(f"{shown}: {number}: improperly formatted "
+                                 f"{algo.tag} checksum line")
+                continue
+            tally.formatted = True
+            _report_line(line, next(results), opts, reporter, tally)
     if not tally.formatted:
         reporter.say(f"{shown}: no properly formatted checksum lines found")
     elif not opts.status:
@@ -172,24 +178,27 @@ def _usage_error(reporter: Reporter, message: str) -> None:
                    "disable file name escaping")
 @click.option("--ignore-missing", is_flag=True,
               help="don't fail or report status for missing files")
-@click.option("--quiet", is_flag=True,
+@click.option("--quiet", "verbosity", flag_value="quiet",
               help="don't print OK for each successfully verified file")
-@click.option("--status", is_flag=True,
+@click.option("--status", "verbosity", flag_value="status",
               help="don't output anything, status code shows success")
 @click.option("--strict", is_flag=True,
               help="exit non-zero for improperly formatted checksum lines")
-@click.option("-w", "--warn", is_flag=True,
+@click.option("-w", "--warn", "verbosity", flag_value="warn",
               help="warn about improperly formatted checksum lines")
 @click.argument("files", nargs=-1)
 @engine_options
 def hash_command(files: Tuple[str, ...], algorithm: str, length: Optional[str],
                  mode: Optional[str], check: bool, tag: bool, zero: bool,
-                 ignore_missing: bool, quiet: bool, status: bool, strict: bool,
-                 warn: bool, settings: Settings) -> None:
+                 ignore_missing: bool, verbosity: Optional[str], strict: bool,
+                 settings: Settings) -> None:
     """Print or check checksums of FILE(s), read through io_uring.
 
     With no FILE, or when FILE is -, read standard input.
     """
+    # as GNU: the last of --quiet, --status and --warn wins
+    quiet, status, warn = (verbosity == "quiet", verbosity == "status",
+                           verbosity == "warn")
     reporter = Reporter(PROG)
     if zero and check:
         _usage_error(reporter, "the --zero option is not supported when "

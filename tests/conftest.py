@@ -16,7 +16,7 @@ import pytest
 BIN = Path(sys.executable).parent
 URING_CAT = str(BIN / "uring-cat")
 URINGTOOLS = str(BIN / "uringtools")
-GNU_CAT = shutil.which("cat") or "/bin/cat"
+GNU_CAT = "cat"  # found on PATH, so its messages start with "cat: "
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 SECCOMP_EXEC = str(TESTS / "seccomp_exec.py")
@@ -134,3 +134,43 @@ def all_bytes() -> bytes:
              b"\t\n", b" \n\n", bytes(rnd.randrange(256) for _ in range(30000)),
              b"\n" * 7, b"x\r\ny\r\n\r\n\rz\r\r\n", b"tail without newline"]
     return b"".join(parts)
+
+
+# -- running as nobody ------------------------------------------------------
+# The venv's python lives under /root (mode 700), so nobody runs the system
+# python of the same version with the venv's site-packages and the checkout.
+
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def _system_python_matches() -> bool:
+    try:
+        out = subprocess.run([SYSTEM_PYTHON, "-c",
+                              "import sys; print(sys.version_info[:2])"],
+                             capture_output=True, text=True, timeout=30).stdout
+    except OSError:
+        return False
+    return out.strip() == str(tuple(sys.version_info[:2]))
+
+
+def as_nobody(argv: Sequence[str], prefix: Sequence[str] = ()) -> list:
+    """``uringtools ARGV...`` as user nobody, after ``prefix`` (e.g. prlimit)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch to nobody")
+    if not _system_python_matches():
+        pytest.skip(f"{SYSTEM_PYTHON} is not Python {sys.version_info[:2]}")
+    site = next(p for p in sys.path if p.endswith("site-packages"))
+    return [*NOBODY, "env", f"PYTHONPATH={site}{os.pathsep}{ROOT}", *prefix,
+            SYSTEM_PYTHON, "-m", "uringtools", *argv]
+
+
+@pytest.fixture
+def shared_tmp(tmp_path_factory: Any) -> Path:
+    """A directory nobody can read and write (tmp_path's parents are 0700)."""
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="uringtools-test-", dir="/tmp"))
+    path.chmod(0o777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

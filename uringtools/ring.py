@@ -62,6 +62,73 @@ _SETUP_CANDIDATES: Tuple[Tuple[int, Tuple[str, ...]], ...] = (
 _RETRY_ENTER = frozenset({errno.EINTR, errno.EAGAIN, errno.EBUSY})
 
 
+#: NOP flag: complete with the result given in ``len`` (kernel 6.10+)
+_NOP_INJECT_RESULT = 1
+_FAULT_ERRNOS = {"eagain": errno.EAGAIN, "eintr": errno.EINTR,
+                 "ecanceled": errno.ECANCELED, "eio": errno.EIO,
+                 "enospc": errno.ENOSPC}
+_FAULT_OPS = {
+    "read": READ_OPS,
+    "write": WRITE_OPS,
+    "splice": frozenset({OP_SPLICE}),
+    "any": READ_OPS | WRITE_OPS | frozenset({OP_SPLICE}),
+}
+
+
+class FaultPlan:
+    """Test-only fault injection, set by the URINGTOOLS_FAULTS variable.
+
+    Rules, comma-separated, each ``OP:FAULT:N`` (every Nth matching request)
+    or ``OP:FAULT:@N`` (only the Nth): OP is read, write, splice or any;
+    FAULT is ``short`` (the request asks for half its length, so the kernel
+    really returns short; never applied to a request that heads a link) or an errno name (eagain, eintr, ecanceled, eio,
+    enospc: the request becomes a NOP that completes with that error, which
+    breaks a link chain as a real failure would). Off unless the variable is
+    set; counted in stats.extra["faults_injected"].
+    """
+
+    def __init__(self, spec: str) -> None:
+        self.rules: List[Tuple[frozenset, str, int, bool]] = []
+        self.seen: List[int] = []
+        for part in filter(None, (p.strip() for p in spec.split(","))):
+            try:
+                op, fault, when = part.split(":")
+                once = when.startswith("@")
+                n = int(when.lstrip("@"))
+                if op not in _FAULT_OPS or n < 1 or (
+                        fault != "short" and fault not in _FAULT_ERRNOS):
+                    raise ValueError
+            except ValueError:
+                raise ValueError(f"bad URINGTOOLS_FAULTS rule {part!r}") from None
+            self.rules.append((_FAULT_OPS[op], fault, n, once))
+            self.seen.append(0)
+
+    def rewrite(self, opcode: int, flags: int, length: int, op_flags: int,
+                stats: Stats) -> Tuple[int, int, int, int]:
+        """The SQE fields to send instead, for one request."""
+        for i, (ops, fault, n, once) in enumerate(self.rules):
+            if opcode not in ops:
+                continue
+            self.seen[i] += 1
+            hit = self.seen[i] == n if once else self.seen[i] % n == 0
+            if not hit:
+                continue
+            stats.extra["faults_injected"] = stats.extra.get("faults_injected", 0) + 1
+            if fault == "short":
+                # A shortened request that heads a link would look complete
+                # to the kernel and feed its partner stale bytes: only
+                # unlinked requests and chain tails are shortened.
+                if length > 1 and not flags & SQE_IO_LINK:
+                    return opcode, flags, length // 2, op_flags
+                self.seen[i] -= 1
+                stats.extra["faults_injected"] -= 1
+                continue
+            code = _FAULT_ERRNOS[fault]
+            return (OP_NOP, flags & ~SQE_FIXED_FILE, (-code) & 0xFFFFFFFF,
+                    _NOP_INJECT_RESULT)
+        return opcode, flags, length, op_flags
+
+
 class UringUnavailable(OSError):
     """io_uring cannot be set up here (seccomp, sysctl, old kernel, memory)."""
 
@@ -183,6 +250,8 @@ class Ring:
         self._file_table = 0
         self._free_slots: List[int] = []
         self._keep: List[object] = []
+        spec = os.environ.get("URINGTOOLS_FAULTS")
+        self._faults = FaultPlan(spec) if spec else None
 
     # -- registration -------------------------------------------------------
 
@@ -269,6 +338,9 @@ class Ring:
         """
         if self._nq == self.entries:
             self.submit()
+        if self._faults is not None:
+            opcode, flags, length, op_flags = self._faults.rewrite(
+                opcode, flags, length, op_flags, self.stats)
         if flags & SQE_CQE_SKIP_SUCCESS:
             self._silent += 1
         d = self._descs[self._nq]

@@ -139,17 +139,22 @@ class SpliceCopier:
                   length: int) -> Tuple[int, Optional[str]]:
         """One linked pair; returns (bytes moved, input failure)."""
         ring, out = self.ring, self.out
-        ring.prep(OP_SPLICE, self.mid_w, offset, length, -1, _UD_IN,
-                  flags=SQE_IO_LINK | SQE_CQE_SKIP_SUCCESS, op_flags=in_flags,
-                  splice_fd_in=in_fd)
-        ring.prep(OP_SPLICE, out.target, -1, length, -1, _UD_OUT,
-                  flags=out.sqe_flags, splice_fd_in=self.mid_r)
-        n = ring.wait(1)
-        ud, res = ring.cqe_user_data[0], ring.cqe_res[0]
-        if n != 1:
-            raise RuntimeError("a splice pair posted more than one completion")
-        if ud == _UD_IN:
+        while True:
+            ring.prep(OP_SPLICE, self.mid_w, offset, length, -1, _UD_IN,
+                      flags=SQE_IO_LINK | SQE_CQE_SKIP_SUCCESS,
+                      op_flags=in_flags, splice_fd_in=in_fd)
+            ring.prep(OP_SPLICE, out.target, -1, length, -1, _UD_OUT,
+                      flags=out.sqe_flags, splice_fd_in=self.mid_r)
+            n = ring.wait(1)
+            ud, res = ring.cqe_user_data[0], ring.cqe_res[0]
+            if n != 1:
+                raise RuntimeError("a splice pair posted more than one completion")
+            if ud != _UD_IN:
+                break
             # the read came up short or failed; its write was cancelled
+            if res in _RETRY:
+                self.stats.resubmissions += 1
+                continue
             if res < 0:
                 return 0, os.strerror(-res)
             self.stats.short_reads += 1

@@ -1,0 +1,117 @@
+"""The command line: --help everywhere, --version, --stats on stderr only,
+--stats-format json, and bad options as one line without a traceback."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import URING_CAT, URINGTOOLS, no_traceback, run, run_cat, stats_json, write
+
+HELP_COMMANDS = [
+    [URING_CAT, "--help"],
+    [URINGTOOLS, "--help"],
+    [URINGTOOLS, "cat", "--help"],
+    [sys.executable, "-m", "uringtools", "cat", "--help"],
+    [sys.executable, "-m", "uringtools", "--help"],
+]
+
+
+@pytest.mark.parametrize("cmd", HELP_COMMANDS, ids=lambda c: " ".join(Path(a).name for a in c))
+def test_help(cmd: list) -> None:
+    res = run(cmd)
+    assert res.returncode == 0 and res.stderr == b""
+    assert b"Usage:" in res.stdout
+    if "cat" in (Path(cmd[0]).name, *cmd[1:2], *cmd[3:4]):
+        for opt in (b"--engine", b"--block-size", b"--queue-depth", b"--stats",
+                    b"-A", b"--number"):
+            assert opt in res.stdout
+
+
+@pytest.mark.parametrize("cmd", [[URING_CAT, "--version"], [URINGTOOLS, "--version"],
+                                 [URINGTOOLS, "cat", "--version"]])
+def test_version(cmd: list) -> None:
+    from uringtools import __version__
+
+    res = run(cmd)
+    assert res.returncode == 0
+    assert __version__.encode() in res.stdout
+
+
+def test_stats_table_on_stderr(tmp_path: Path, engine: str) -> None:
+    f = write(tmp_path / "f", b"hello\n" * 1000)
+    res = run_cat(["--stats", str(f)], engine=engine)
+    assert res.returncode == 0
+    assert res.stdout == f.read_bytes()
+    assert b"bytes read" in res.stderr and b"6,000" in res.stderr
+
+
+JSON_KEYS = {"engine", "block_size", "queue_depth", "sqes", "cqes", "enters", "ops",
+             "bytes_read", "bytes_written", "elapsed_s", "cpu_user_s", "cpu_sys_s",
+             "registered_buffers", "registered_files", "short_reads",
+             "short_writes"}
+
+
+@pytest.mark.parametrize("size", [0, 5, 300000])
+def test_stats_json(tmp_path: Path, engine: str, size: int) -> None:
+    data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    f = write(tmp_path / "f", data)
+    res = run_cat(["--stats-format", "json", "--block-size", "64K",
+                   "--queue-depth", "3", str(f)], engine=engine)
+    assert res.returncode == 0 and res.stdout == data
+    stats = stats_json(res.stderr)
+    assert JSON_KEYS <= set(stats)
+    assert stats["engine"] == engine
+    assert stats["block_size"] == 65536 and stats["queue_depth"] == 3
+    assert stats["bytes_read"] == stats["bytes_written"] == size
+    if engine == "uring":
+        assert stats["sqes"] == stats["cqes"] == sum(stats["ops"].values())
+        assert stats["enters"] >= 1
+        assert stats["registered_buffers"] is True
+    else:
+        assert stats["sqes"] == stats["cqes"] == stats["enters"] == 0
+
+
+def test_stats_json_with_formatting(tmp_path: Path) -> None:
+    f = write(tmp_path / "f", b"a\n\n\nb\n")
+    res = run_cat(["-ns", "--stats-format", "json", str(f)])
+    stats = stats_json(res.stderr)
+    assert stats["bytes_read"] == 6
+    assert stats["bytes_written"] == len(res.stdout)
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "100", "2G", "-1", "12Q"])
+def test_bad_block_size(value: str) -> None:
+    res = run_cat(["--block-size", value, "/dev/null"])
+    assert res.returncode != 0
+    no_traceback(res.stderr)
+    assert res.stdout == b""
+    errors = [l for l in res.stderr.splitlines() if l.startswith(b"Error")]
+    assert len(errors) == 1 and b"'--block-size'" in errors[0], res.stderr
+
+
+@pytest.mark.parametrize("args", [["--queue-depth", "0"], ["--engine", "nope"],
+                                  ["--no-such-option"]])
+def test_bad_options(args: list) -> None:
+    res = run_cat(args + ["/dev/null"])
+    assert res.returncode == 2
+    no_traceback(res.stderr)
+
+
+@pytest.mark.parametrize("size", ["4K", "4k", "4096", "1M", "512"])
+def test_good_block_sizes(tmp_path: Path, size: str) -> None:
+    f = write(tmp_path / "f", b"z" * 10000)
+    res = run_cat(["--block-size", size, "--stats-format", "json", str(f)])
+    assert res.stdout == f.read_bytes()
+    units = {"K": 1024, "M": 1 << 20}
+    expected = int(size[:-1]) * units[size[-1].upper()] if size[-1].isalpha() \
+        else int(size)
+    assert stats_json(res.stderr)["block_size"] == expected
+
+
+def test_double_dash_operand(tmp_path: Path) -> None:
+    write(tmp_path / "-n", b"dash\n")
+    res = run_cat(["--", "-n"], cwd=tmp_path)
+    assert res.stdout == b"dash\n" and res.returncode == 0

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import errno
 import os
-import secrets
 import stat
 from collections import deque
 from dataclasses import dataclass, field
@@ -139,7 +138,7 @@ class FileCopier:
         self.temps: Set[str] = set()     # temporaries that exist right now
         self.synced_dirs: Set[str] = set()
         self.ok = True
-        self._tag = secrets.token_hex(3)
+        self._tag = os.urandom(3).hex()
         self._serial = 0
 
     def fail(self, message: str) -> None:
@@ -636,7 +635,9 @@ class UringEngine:
                         continue
                     # every active file waits for a chunk it cannot get
                     continue
-                n = ring.wait(1)
+                # one enter for about half of what is in flight
+                n = ring.wait(max(1, (ring.in_flight + ring.entries
+                                      - ring.room) // 2))
                 uds, ress = ring.cqe_user_data, ring.cqe_res
                 for i in range(n):
                     ud, res = uds[i], ress[i]

@@ -5,7 +5,6 @@ engine from :mod:`uringtools.copy` copies, many at a time."""
 from __future__ import annotations
 
 import os
-import secrets
 import stat
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
@@ -219,7 +218,7 @@ class _Walker:
             self.fail(f"cannot read symbolic link {quote(src)}: {_err(exc)}")
             return
         head, tail = os.path.split(dst)
-        tmp = os.path.join(head, f".{tail[:180]}.ucp-{secrets.token_hex(4)}")
+        tmp = os.path.join(head, f".{tail[:180]}.ucp-{os.urandom(4).hex()}")
         files = self.files
         files.temps.add(tmp)
         try:

@@ -5,17 +5,16 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-from typing import Callable, List, NamedTuple, Optional, Tuple
-
-import click
+import sys
+from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 from .. import fdio
 from ..checkfile import CheckLine, CheckParser, format_line, format_status, quotef
 from ..hashing import (ALGORITHMS, DEFAULT_ALGORITHM, Algorithm, MissingExtra,
                        get_algorithm, hash_files, probe)
 from ..stats import Stats
-from .common import (Reporter, Settings, emit_stats, engine_options,
-                     guard_std_fds, run_main, with_engine)
+from .common import (Reporter, Settings, emit_stats, guard_std_fds, run_main,
+                     with_engine)
 
 PROG = "uring-hash"
 
@@ -158,44 +157,79 @@ def _usage_error(reporter: Reporter, message: str) -> None:
     raise SystemExit(1)
 
 
-@click.command(name="hash", context_settings={"help_option_names": ["--help"]})
-@click.option("-a", "--algorithm", default=DEFAULT_ALGORITHM, show_default=True,
-              type=click.Choice(list(ALGORITHMS), case_sensitive=False),
-              help="digest algorithm (xxh64, xxh3, xxh128, blake3 need "
-                   "the [fast] extra)")
-@click.option("-l", "--length", "length", default=None, metavar="BITS",
-              help="digest length in bits for blake2b/blake2s; a multiple "
-                   "of 8, at most 512 (blake2b) or 256 (blake2s)")
-@click.option("-b", "--binary", "mode", flag_value="binary",
-              help="read in binary mode (output 'HEX *NAME')")
-@click.option("-t", "--text", "mode", flag_value="text",
-              help="read in text mode (the default)")
-@click.option("-c", "--check", is_flag=True,
-              help="read checksums from the FILEs and check them")
-@click.option("--tag", is_flag=True, help="create a BSD-style checksum")
-@click.option("-z", "--zero", is_flag=True,
-              help="end each output line with NUL, not newline, and "
-                   "disable file name escaping")
-@click.option("--ignore-missing", is_flag=True,
-              help="don't fail or report status for missing files")
-@click.option("--quiet", "verbosity", flag_value="quiet",
-              help="don't print OK for each successfully verified file")
-@click.option("--status", "verbosity", flag_value="status",
-              help="don't output anything, status code shows success")
-@click.option("--strict", is_flag=True,
-              help="exit non-zero for improperly formatted checksum lines")
-@click.option("-w", "--warn", "verbosity", flag_value="warn",
-              help="warn about improperly formatted checksum lines")
-@click.argument("files", nargs=-1)
-@engine_options
-def hash_command(files: Tuple[str, ...], algorithm: str, length: Optional[str],
-                 mode: Optional[str], check: bool, tag: bool, zero: bool,
-                 ignore_missing: bool, verbosity: Optional[str], strict: bool,
-                 settings: Settings) -> None:
-    """Print or check checksums of FILE(s), read through io_uring.
+_COMMAND: Optional[Any] = None
 
-    With no FILE, or when FILE is -, read standard input.
-    """
+
+def _build_command() -> Any:
+    """The Click command (Click is imported only when options are given)."""
+    global _COMMAND
+    if _COMMAND is not None:
+        return _COMMAND
+    import click
+
+    from .common import engine_options
+
+    @click.command(name="hash", context_settings={"help_option_names": ["--help"]})
+    @click.option("-a", "--algorithm", default=DEFAULT_ALGORITHM, show_default=True,
+                  type=click.Choice(list(ALGORITHMS), case_sensitive=False),
+                  help="digest algorithm (xxh64, xxh3, xxh128, blake3 need "
+                       "the [fast] extra)")
+    @click.option("-l", "--length", "length", default=None, metavar="BITS",
+                  help="digest length in bits for blake2b/blake2s; a multiple "
+                       "of 8, at most 512 (blake2b) or 256 (blake2s)")
+    @click.option("-b", "--binary", "mode", flag_value="binary",
+                  help="read in binary mode (output 'HEX *NAME')")
+    @click.option("-t", "--text", "mode", flag_value="text",
+                  help="read in text mode (the default)")
+    @click.option("-c", "--check", is_flag=True,
+                  help="read checksums from the FILEs and check them")
+    @click.option("--tag", is_flag=True, help="create a BSD-style checksum")
+    @click.option("-z", "--zero", is_flag=True,
+                  help="end each output line with NUL, not newline, and "
+                       "disable file name escaping")
+    @click.option("--ignore-missing", is_flag=True,
+                  help="don't fail or report status for missing files")
+    @click.option("--quiet", "verbosity", flag_value="quiet",
+                  help="don't print OK for each successfully verified file")
+    @click.option("--status", "verbosity", flag_value="status",
+                  help="don't output anything, status code shows success")
+    @click.option("--strict", is_flag=True,
+                  help="exit non-zero for improperly formatted checksum lines")
+    @click.option("-w", "--warn", "verbosity", flag_value="warn",
+                  help="warn about improperly formatted checksum lines")
+    @click.argument("files", nargs=-1)
+    @engine_options
+    def hash_command(files: Tuple[str, ...], algorithm: str,
+                     length: Optional[str], mode: Optional[str], check: bool,
+                     tag: bool, zero: bool, ignore_missing: bool,
+                     verbosity: Optional[str], strict: bool,
+                     settings: Settings) -> None:
+        """Print or check checksums of FILE(s), read through io_uring.
+
+        With no FILE, or when FILE is -, read standard input.
+        """
+        run_hash(files, algorithm=algorithm, length=length, mode=mode,
+                 check=check, tag=tag, zero=zero,
+                 ignore_missing=ignore_missing, verbosity=verbosity,
+                 strict=strict, settings=settings)
+
+    _COMMAND = hash_command
+    return hash_command
+
+
+def __getattr__(name: str) -> Any:
+    if name == "hash_command":   # SUBCOMMANDS names it; built on first use
+        return _build_command()
+    raise AttributeError(name)
+
+
+def run_hash(files: Sequence[str], *, algorithm: str = DEFAULT_ALGORITHM,
+             length: Optional[str] = None, mode: Optional[str] = None,
+             check: bool = False, tag: bool = False, zero: bool = False,
+             ignore_missing: bool = False, verbosity: Optional[str] = None,
+             strict: bool = False, settings: Optional[Settings] = None) -> None:
+    """Run uring-hash on ``files`` and exit with GNU sha256sum's status."""
+    settings = settings if settings is not None else Settings()
     # as GNU: the last of --quiet, --status and --warn wins
     quiet, status, warn = (verbosity == "quiet", verbosity == "status",
                            verbosity == "warn")
@@ -291,4 +325,7 @@ def hash_command(files: Tuple[str, ...], algorithm: str, length: Optional[str],
 
 def main() -> None:
     """Entry point of the ``uring-hash`` script."""
-    hash_command.main(prog_name=PROG)
+    operands = sys.argv[1:]
+    if all(not arg.startswith("-") or arg == "-" for arg in operands):
+        run_hash(operands)   # no options: skip importing Click
+    _build_command().main(prog_name=PROG)

@@ -43,6 +43,7 @@ enum io_uring_op {
     IORING_OP_WRITE,
     IORING_OP_SPLICE,
     IORING_OP_LAST,
+    IORING_OP_RENAMEAT,
     ...
 };
 

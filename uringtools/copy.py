@@ -15,7 +15,6 @@ import errno
 import os
 import stat
 from collections import deque
-from dataclasses import dataclass, field
 from typing import (Callable, Deque, Dict, Iterable, Iterator, List, Optional,
                     Set, Tuple)
 
@@ -69,41 +68,69 @@ def quote(name: str) -> str:
     return text
 
 
-@dataclass
 class CopyOptions:
-    """What to copy and how (GNU cp's options)."""
+    """What to copy and how (GNU cp's options).
 
-    recursive: bool = False
-    preserve: bool = False          # -p: mode, ownership, timestamps
-    dereference: Optional[bool] = None  # -L True, -P False, None: GNU default
-    no_clobber: bool = False
-    force: bool = False
-    verbose: bool = False
-    sparse: str = "auto"            # auto | always | never
-    fsync: bool = False
-    engine: str = "uring"
-    block_size: int = DEFAULT_BLOCK_SIZE
-    queue_depth: int = DEFAULT_QUEUE_DEPTH
+    A plain class rather than a dataclass: importing dataclasses costs
+    start-up time every command pays.
+    """
+
+    def __init__(self, recursive: bool = False, preserve: bool = False,
+                 dereference: Optional[bool] = None, no_clobber: bool = False,
+                 force: bool = False, verbose: bool = False,
+                 sparse: str = "auto", fsync: bool = False,
+                 engine: str = "uring", block_size: int = DEFAULT_BLOCK_SIZE,
+                 queue_depth: int = DEFAULT_QUEUE_DEPTH) -> None:
+        self.recursive = recursive
+        self.preserve = preserve          # -p: mode, ownership, timestamps
+        self.dereference = dereference    # -L True, -P False, None: GNU default
+        self.no_clobber = no_clobber
+        self.force = force
+        self.verbose = verbose
+        self.sparse = sparse              # auto | always | never
+        self.fsync = fsync
+        self.engine = engine
+        self.block_size = block_size
+        self.queue_depth = queue_depth
+
+    def __repr__(self) -> str:
+        return f"CopyOptions({self.__dict__!r})"
 
 
-@dataclass
 class FileJob:
-    """One regular-file (or contents) copy, planned by the tree walk."""
+    """One regular-file (or contents) copy, planned by the tree walk.
 
-    src: str
-    dst: str                         # the name shown to the user
-    target: str                      # the path actually replaced
-    src_st: os.stat_result
-    old_st: Optional[os.stat_result]  # the destination being replaced
-    mode: int                        # permission bits for the result
-    in_place: bool = False           # destination is a FIFO, device...
-    # filled while copying
-    fd_in: int = -1
-    fd_out: int = -1
-    tmp: Optional[str] = None
-    size: int = 0
-    extents: List[Tuple[int, int]] = field(default_factory=list)
-    failure: Optional[str] = None
+    Args:
+        src: the source path.
+        dst: the destination name shown to the user.
+        target: the path actually replaced (a symlink's target).
+        src_st: the source's stat.
+        old_st: the destination being replaced, or None.
+        mode: permission bits for the result.
+        in_place: the destination is a FIFO, a device...: written in place.
+    """
+
+    __slots__ = ("src", "dst", "target", "src_st", "old_st", "mode",
+                 "in_place", "fd_in", "fd_out", "tmp", "size", "extents",
+                 "failure")
+
+    def __init__(self, src: str, dst: str, target: str,
+                 src_st: os.stat_result, old_st: Optional[os.stat_result],
+                 mode: int, in_place: bool = False) -> None:
+        self.src = src
+        self.dst = dst
+        self.target = target
+        self.src_st = src_st
+        self.old_st = old_st
+        self.mode = mode
+        self.in_place = in_place
+        # filled while copying
+        self.fd_in = -1
+        self.fd_out = -1
+        self.tmp: Optional[str] = None
+        self.size = 0
+        self.extents: List[Tuple[int, int]] = []
+        self.failure: Optional[str] = None
 
 
 class CopyFailed(OSError):
@@ -499,12 +526,54 @@ class UringEngine:
         self.read_op = OP_READ_FIXED if self.fixed else OP_READ
         self.write_op = OP_WRITE_FIXED if self.fixed else OP_WRITE
         self.sync = SyncEngine(files, block_size)
+        self.chains = None  # a BatchCopier, made by run()
         self.stats.extra["arena"] = f"{nslots} x {block_size}"
 
     def close(self) -> None:
+        if self.chains is not None:
+            self.chains.close()
         self.ring.close()
 
     def run(self, jobs: Iterable[FileJob]) -> None:
+        """Copy ``jobs``: small new files as whole chains, in batches
+        (:mod:`uringtools.copybatch`), the others chunk by chunk."""
+        from .copybatch import BatchCopier
+
+        if self.chains is None:
+            self.chains = BatchCopier(self.files, self.sync.copy_one)
+        chains = self.chains
+        it = iter(jobs)
+        stash: List[FileJob] = []
+
+        def plain(first: FileJob) -> Iterator[FileJob]:
+            yield first
+            for job in it:
+                if chains.takes(job) and chains.ready():
+                    stash.append(job)
+                    return
+                yield job
+
+        try:
+            while True:
+                if stash:
+                    job = stash.pop()
+                else:
+                    for job in it:
+                        break
+                    else:
+                        break
+                if chains.takes(job) and chains.ready():
+                    chains.add(job)
+                    continue
+                chains.drain()
+                self._run_chunks(plain(job))
+            chains.drain()
+        except BaseException:
+            # wait for the chains in flight before the caller's clean-up
+            chains.close()
+            raise
+
+    def _run_chunks(self, jobs: Iterable[FileJob]) -> None:
         ring, arena, bs, files = self.ring, self.arena, self.bs, self.files
         stats = self.stats
         free: List[int] = list(range(self.nslots - 1, -1, -1))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import stat
+from stat import S_ISREG
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 from .copy import (CopyOptions, FileCopier, FileJob, ProgressHandler,
@@ -89,15 +90,17 @@ class _Walker:
         for src, dst in pairs:
             yield from self.copy(src, dst, top=True)
 
-    def copy(self, src: str, dst: str, top: bool) -> Iterator[FileJob]:
+    def copy(self, src: str, dst: str, top: bool,
+             src_st: Optional[os.stat_result] = None) -> Iterator[FileJob]:
         opt = self.opt
         follow = (opt.dereference if opt.dereference is not None
                   else (top and not opt.recursive))
-        try:
-            src_st = os.stat(src) if follow else os.lstat(src)
-        except OSError as exc:
-            self.fail(f"cannot stat {quote(src)}: {_err(exc)}")
-            return
+        if src_st is None:
+            try:
+                src_st = os.stat(src) if follow else os.lstat(src)
+            except OSError as exc:
+                self.fail(f"cannot stat {quote(src)}: {_err(exc)}")
+                return
         mode = src_st.st_mode
         if stat.S_ISDIR(mode):
             if not opt.recursive:
@@ -207,8 +210,30 @@ class _Walker:
         except OSError as exc:
             self.fail(f"cannot access {quote(src)}: {_err(exc)}")
             names = []
+        opt = self.opt
+        follow = bool(opt.dereference)
+        stat_ = os.stat if follow else os.lstat
+        on_total, on_verbose = self.on_total, self.on_verbose
+        src_dir = src if src.endswith("/") else src + "/"
+        dst_dir = dst if dst.endswith("/") else dst + "/"
         for name in names:
-            yield from self.copy(_join(src, name), _join(dst, name), top=False)
+            s = src_dir + name
+            d = dst_dir + name
+            try:
+                st = stat_(s)
+            except OSError as exc:
+                self.fail(f"cannot stat {quote(s)}: {_err(exc)}")
+                continue
+            if created and S_ISREG(st.st_mode):
+                # GNU's shortcut: nothing exists yet in a directory this
+                # run made, so there is no destination to look at
+                if on_total is not None:
+                    on_total(st.st_size)
+                if on_verbose is not None:
+                    self.verbose(s, d)
+                yield FileJob(s, d, d, st, None, st.st_mode & 0o777 & ~UMASK)
+            else:
+                yield from self.copy(s, d, False, st)
         self.dir_fixups.append((dst, src_st, created))
 
     def copy_symlink(self, src: str, dst: str, src_st: os.stat_result) -> None:

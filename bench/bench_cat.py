@@ -32,6 +32,7 @@ def main() -> None:
     commands = {
         "GNU cat": ["cat", path],
         "uring-cat": [tool("uring-cat"), path],
+        "uring-cat --no-splice": [tool("uring-cat"), "--no-splice", path],
         "uring-cat --engine sync": [tool("uring-cat"), "--engine", "sync", path],
     }
     rows = []
@@ -49,6 +50,22 @@ def main() -> None:
                     f"{sample.cpu_median / gnu.cpu_median:.2f}x",
                     f"{calls:,}" if calls is not None else "n/a",
                 ])
+        # start-up: a 24-byte file, against the interpreter importing click
+        small = path + ".small"
+        with open(small, "wb") as f:
+            f.write(b"twenty-four bytes long!\n")
+        starts = {
+            "python -c 'import click'": [sys.executable, "-c", "import click"],
+            "uring-cat (24 bytes)": [tool("uring-cat"), small],
+            "GNU cat (24 bytes)": ["cat", small],
+        }
+        samples = alternate(starts, args.runs * 3)
+        base = samples["python -c 'import click'"]
+        for name, sample in samples.items():
+            rows.append(["start-up", name, f"{sample.wall_median * 1000:.1f} ms",
+                         f"{sample.wall_median / base.wall_median:.2f}x (vs import click)",
+                         f"{sample.cpu_median * 1000:.1f} ms", "", ""])
+        os.unlink(small)
     finally:
         if not args.keep:
             os.unlink(path)

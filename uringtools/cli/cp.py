@@ -6,14 +6,12 @@ from __future__ import annotations
 import os
 import stat
 import sys
-from typing import Any, Callable, NoReturn, Optional, Tuple
-
-import click
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
 
 from ..copy import CopyOptions, quote
 from ..stats import Stats
-from .common import (Reporter, Settings, emit_stats, engine_options,
-                     guard_std_fds, run_main, with_engine)
+from .common import (Reporter, Settings, emit_stats, guard_std_fds, run_main,
+                     with_engine)
 
 PROG = "uring-cp"
 #: --progress defaults to on (on a terminal) from this many bytes
@@ -71,55 +69,94 @@ def _operand_bytes(names: Tuple[str, ...]) -> int:
     return total
 
 
-@click.command(name="cp", context_settings={"help_option_names": ["--help"]})
-@click.option("-a", "--archive", is_flag=True, help="same as -dR --preserve=all")
-@click.option("-f", "--force", is_flag=True,
-              help="if an existing destination file cannot be opened, "
-                   "replace it anyway")
-@click.option("-L", "--dereference", "deref", flag_value="L",
-              help="always follow symbolic links in SOURCE")
-@click.option("-P", "--no-dereference", "deref", flag_value="P",
-              help="never follow symbolic links in SOURCE")
-@click.option("-n", "--no-clobber", is_flag=True,
-              help="do not overwrite an existing file")
-@click.option("-p", "preserve", is_flag=True,
-              help="preserve mode, ownership and timestamps")
-@click.option("--preserve", "preserve_long", is_flag=True,
-              help="same as -p")
-@click.option("-r", "-R", "--recursive", is_flag=True,
-              help="copy directories recursively")
-@click.option("--sparse", type=click.Choice(["auto", "always", "never"]),
-              default="auto", show_default=True,
-              help="control creation of sparse files")
-@click.option("-t", "--target-directory", metavar="DIRECTORY",
-              help="copy all SOURCE arguments into DIRECTORY")
-@click.option("-T", "--no-target-directory", is_flag=True,
-              help="treat DEST as a normal file")
-@click.option("-v", "--verbose", is_flag=True,
-              help="explain what is being done")
-@click.option("--fsync", is_flag=True,
-              help="flush each file before renaming it into place, and its "
-                   "directory after")
-@click.option("--progress/--no-progress", default=None,
-              help="show a progress bar on stderr [default: on a terminal, "
-                   "for large jobs]")
-@click.argument("operands", nargs=-1)
-@engine_options
-def cp_command(operands: Tuple[str, ...], archive: bool, force: bool,
-               deref: Optional[str], no_clobber: bool, preserve: bool,
-               preserve_long: bool, recursive: bool, sparse: str,
-               target_directory: Optional[str], no_target_directory: bool,
-               verbose: bool, fsync: bool, progress: Optional[bool],
-               settings: Settings) -> None:
-    """Copy SOURCE to DEST, or multiple SOURCE(s) to DIRECTORY, through
-    io_uring. Each file is written to a temporary beside its destination and
-    renamed into place only when complete.
+_COMMAND: Optional[Any] = None
 
-    \b
-    Usage: uring-cp [OPTION]... [-T] SOURCE DEST
-      or:  uring-cp [OPTION]... SOURCE... DIRECTORY
-      or:  uring-cp [OPTION]... -t DIRECTORY SOURCE...
-    """
+
+def _build_command() -> Any:
+    """The Click command (Click is imported only for long options, --help...)."""
+    global _COMMAND
+    if _COMMAND is not None:
+        return _COMMAND
+    import click
+
+    from .common import engine_options
+
+    @click.command(name="cp", context_settings={"help_option_names": ["--help"]})
+    @click.option("-a", "--archive", is_flag=True, help="same as -dR --preserve=all")
+    @click.option("-f", "--force", is_flag=True,
+                  help="if an existing destination file cannot be opened, "
+                       "replace it anyway")
+    @click.option("-L", "--dereference", "deref", flag_value="L",
+                  help="always follow symbolic links in SOURCE")
+    @click.option("-P", "--no-dereference", "deref", flag_value="P",
+                  help="never follow symbolic links in SOURCE")
+    @click.option("-n", "--no-clobber", is_flag=True,
+                  help="do not overwrite an existing file")
+    @click.option("-p", "preserve", is_flag=True,
+                  help="preserve mode, ownership and timestamps")
+    @click.option("--preserve", "preserve_long", is_flag=True,
+                  help="same as -p")
+    @click.option("-r", "-R", "--recursive", is_flag=True,
+                  help="copy directories recursively")
+    @click.option("--sparse", type=click.Choice(["auto", "always", "never"]),
+                  default="auto", show_default=True,
+                  help="control creation of sparse files")
+    @click.option("-t", "--target-directory", metavar="DIRECTORY",
+                  help="copy all SOURCE arguments into DIRECTORY")
+    @click.option("-T", "--no-target-directory", is_flag=True,
+                  help="treat DEST as a normal file")
+    @click.option("-v", "--verbose", is_flag=True,
+                  help="explain what is being done")
+    @click.option("--fsync", is_flag=True,
+                  help="flush each file before renaming it into place, and its "
+                       "directory after")
+    @click.option("--progress/--no-progress", default=None,
+                  help="show a progress bar on stderr [default: on a terminal, "
+                       "for large jobs]")
+    @click.argument("operands", nargs=-1)
+    @engine_options
+    def cp_command(operands: Tuple[str, ...], archive: bool, force: bool,
+                   deref: Optional[str], no_clobber: bool, preserve: bool,
+                   preserve_long: bool, recursive: bool, sparse: str,
+                   target_directory: Optional[str], no_target_directory: bool,
+                   verbose: bool, fsync: bool, progress: Optional[bool],
+                   settings: Settings) -> None:
+        """Copy SOURCE to DEST, or multiple SOURCE(s) to DIRECTORY, through
+        io_uring. Each file is written to a temporary beside its destination and
+        renamed into place only when complete.
+
+        \b
+        Usage: uring-cp [OPTION]... [-T] SOURCE DEST
+          or:  uring-cp [OPTION]... SOURCE... DIRECTORY
+          or:  uring-cp [OPTION]... -t DIRECTORY SOURCE...
+        """
+        return run_cp(operands, archive=archive, force=force, deref=deref,
+                      no_clobber=no_clobber, preserve=preserve,
+                      preserve_long=preserve_long, recursive=recursive,
+                      sparse=sparse, target_directory=target_directory,
+                      no_target_directory=no_target_directory, verbose=verbose,
+                      fsync=fsync, progress=progress, settings=settings)
+
+    _COMMAND = cp_command
+    return cp_command
+
+
+def __getattr__(name: str) -> Any:
+    if name == "cp_command":   # SUBCOMMANDS names it; built on first use
+        return _build_command()
+    raise AttributeError(name)
+
+
+def run_cp(operands: Sequence[str], *, archive: bool = False,
+           force: bool = False, deref: Optional[str] = None,
+           no_clobber: bool = False, preserve: bool = False,
+           preserve_long: bool = False, recursive: bool = False,
+           sparse: str = "auto", target_directory: Optional[str] = None,
+           no_target_directory: bool = False, verbose: bool = False,
+           fsync: bool = False, progress: Optional[bool] = None,
+           settings: Optional[Settings] = None) -> None:
+    """Run uring-cp with parsed options; exits with GNU's status."""
+    settings = settings if settings is not None else Settings()
     reporter = Reporter(PROG)
     guard_std_fds()
 
@@ -164,6 +201,7 @@ def cp_command(operands: Tuple[str, ...], archive: bool, force: bool,
 
         def work(engine: str) -> bool:
             nonlocal bar
+            assert settings is not None
             options.engine = engine
             if show and bar is None:
                 bar = _Bar(0)
@@ -192,6 +230,37 @@ def cp_command(operands: Tuple[str, ...], archive: bool, force: bool,
     run_main(reporter, body)
 
 
+#: short flags main() parses itself -> (run_cp keyword, value)
+_FAST_FLAGS: Dict[str, Tuple[str, Any]] = {
+    "a": ("archive", True), "f": ("force", True), "L": ("deref", "L"),
+    "P": ("deref", "P"), "n": ("no_clobber", True), "p": ("preserve", True),
+    "r": ("recursive", True), "R": ("recursive", True),
+    "T": ("no_target_directory", True), "v": ("verbose", True),
+}
+
+
+def fast_parse(argv: Sequence[str]) -> Optional[Tuple[List[str], Dict[str, Any]]]:
+    """Operands and options of a command line made only of operands and
+    the short flags -afLPnprRTv (alone or bundled), as Click would parse it;
+    None for anything else (long options, -t, --, --help...), which Click
+    then parses."""
+    operands: List[str] = []
+    kwargs: Dict[str, Any] = {}
+    for arg in argv:
+        if len(arg) > 1 and arg[0] == "-":
+            for letter in arg[1:]:
+                flag = _FAST_FLAGS.get(letter)
+                if flag is None:
+                    return None
+                kwargs[flag[0]] = flag[1]
+        else:
+            operands.append(arg)
+    return operands, kwargs
+
+
 def main() -> None:
     """Entry point of the ``uring-cp`` script."""
-    cp_command.main(prog_name=PROG)
+    parsed = fast_parse(sys.argv[1:])
+    if parsed is not None:
+        run_cp(parsed[0], **parsed[1])   # skips importing Click
+    _build_command().main(prog_name=PROG)

@@ -18,7 +18,7 @@ from typing import Callable, Deque, List, NamedTuple, Optional, Sequence
 from . import fdio
 from .catfmt import CatFormat, CatFormatter
 from .ring import (OP_POLL_ADD, OP_READ, OP_READ_FIXED, OP_WRITE,
-                   OP_WRITE_FIXED, SQE_IO_LINK, Arena, FileRef, Ring)
+                   OP_WRITE_FIXED, SQE_IO_LINK, Arena, FileRef, Ring, error)
 from .errors import WriteError
 from .splicing import SpliceCopier, splice_mode
 from .stats import Stats
@@ -421,7 +421,7 @@ class _UringCopier(_Copier):
                             reads += 1
                         else:
                             state[s] = _ERROR
-                            failure = os.strerror(-res)
+                            failure = error(res, inp.name).strerror
                             ended = True
                     elif kind == _K_WRITE:
                         if res >= 0:
@@ -445,7 +445,7 @@ class _UringCopier(_Copier):
                                 prep_poll(self.out, POLLOUT)
                             prep_write()
                         else:
-                            raise WriteError(-res, os.strerror(-res))
+                            raise WriteError.of(error(res))
                     # _K_POLL: the linked request that follows does the work
             if failure is None and delivered == 0 and not positional \
                     and stat.S_ISREG(inp.st.st_mode):

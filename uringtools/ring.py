@@ -157,8 +157,13 @@ def check(res: int, filename: Optional[str] = None) -> int:
         OSError: the subclass for ``-res`` (FileNotFoundError, ...).
     """
     if res < 0:
-        raise OSError(-res, os.strerror(-res), filename)
+        raise error(res, filename)
     return res
+
+
+def error(res: int, filename: Optional[str] = None) -> OSError:
+    """The OSError subclass for a negative result (what :func:`check` raises)."""
+    return OSError(-res, os.strerror(-res), filename)
 
 
 class Arena:

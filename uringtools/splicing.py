@@ -20,7 +20,7 @@ from typing import Optional, Tuple
 from .errors import WriteError
 from .fdio import F_GETPIPE_SZ, F_SETPIPE_SZ, PIPE_SIZE_WANTED
 from .ring import (OP_POLL_ADD, OP_SPLICE, SPLICE_F_FD_IN_FIXED,
-                   SQE_CQE_SKIP_SUCCESS, SQE_IO_LINK, FileRef, Ring)
+                   SQE_CQE_SKIP_SUCCESS, SQE_IO_LINK, FileRef, Ring, error)
 from .stats import Stats
 
 POLLOUT = 0x004
@@ -104,7 +104,7 @@ class SpliceCopier:
                 if res < 0:
                     if res == -errno.EPIPE:
                         raise WriteError(errno.EPIPE, os.strerror(errno.EPIPE))
-                    return os.strerror(-res), offset - start
+                    return error(res).strerror, offset - start
                 if res == 0:
                     return None, offset - start
                 self.stats.bytes_read += res
@@ -156,7 +156,7 @@ class SpliceCopier:
                 self.stats.resubmissions += 1
                 continue
             if res < 0:
-                return 0, os.strerror(-res)
+                return 0, error(res).strerror
             self.stats.short_reads += 1
             self.stats.bytes_read += res
             self._drain_mid(res)
@@ -169,7 +169,7 @@ class SpliceCopier:
             self.stats.bytes_written += res
             self.stats.short_writes += 1
         elif res not in _RETRY:
-            raise WriteError(-res, os.strerror(-res))
+            raise WriteError.of(error(res))
         self._drain_mid(length - max(res, 0))
         return length, None
 

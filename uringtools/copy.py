@@ -501,6 +501,22 @@ def _chunks(extents: List[Tuple[int, int]], bs: int) -> Iterator[Tuple[int, int]
             yield off, min(bs, end - off)
 
 
+def _fd_room() -> int:
+    """How many more descriptors the chunked path may hold open at once
+    (two per file in flight, and the ones waiting for their ring close)."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 30
+    try:
+        used = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        used = 16
+    # room for the chain ring, a directory being listed, a spare
+    return max(2, soft - used - 4)
+
+
 class UringEngine:
     """Linked read_fixed -> write_fixed chains, many files in flight."""
 
@@ -587,6 +603,7 @@ class UringEngine:
         s_chain = [False] * self.nslots  # read+write, or a lone write
         active: Deque[_Active] = deque()
         closes = 0
+        fd_room = _fd_room()
         it = iter(jobs)
         more = True
 
@@ -649,7 +666,8 @@ class UringEngine:
         try:
             while True:
                 # start files while there are free slots for them
-                while more and free and len(active) < self.nslots:
+                while (more and free and len(active) < self.nslots
+                       and 2 * len(active) + closes < fd_room):
                     try:
                         job = next(it)
                     except StopIteration:

@@ -19,8 +19,21 @@ from .common import (Reporter, Settings, emit_stats, guard_std_fds, run_main,
 PROG = "uring-hash"
 
 
+class _StdoutFailed(Exception):
+    """Standard output refused our bytes (ENOSPC, EBADF after ``>&-``, EIO)."""
+
+    def __init__(self, exc: OSError) -> None:
+        super().__init__(exc.strerror or str(exc))
+        self.reason = exc.strerror or str(exc)
+
+
 def _out(data: bytes) -> None:
-    fdio.write_all(1, memoryview(data))
+    try:
+        fdio.write_all(1, memoryview(data))
+    except BrokenPipeError:
+        raise   # run_main dies of SIGPIPE, quietly
+    except OSError as exc:
+        raise _StdoutFailed(exc) from None
 
 
 class CheckOptions(NamedTuple):
@@ -312,11 +325,22 @@ def run_hash(files: Sequence[str], *, algorithm: str = DEFAULT_ALGORITHM,
             opts = CheckOptions(quiet, status, strict, warn, ignore_missing)
             run = run_for(engine)
             for checkfile in names:
+                if checkfile == "-" and 0 in closed:
+                    # fd 0 holds /dev/null: GNU fails to read it
+                    reporter.error(None, f"{quotef('standard input')}: "
+                                         "read error")
+                    continue
                 if not verify(checkfile, parser, algo, opts, reporter, run):
                     reporter.status = 1
 
-        with_engine(settings, reporter, stats,
-                    work_check if check else work_hash)
+        try:
+            with_engine(settings, reporter, stats,
+                        work_check if check else work_hash)
+        except _StdoutFailed as exc:
+            reporter.error(None, f"write error: {exc.reason}")
+        if 0 in closed and "-" in (list(files) or ["-"]):
+            # as GNU's close_stdin at exit
+            reporter.error("standard input", "Bad file descriptor")
         emit_stats(settings, stats)
         return reporter.status
 

@@ -10,6 +10,7 @@ read/write loop with the same block size.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import stat
 from collections import deque
@@ -40,14 +41,34 @@ class _Input(NamedTuple):
     fd: int
     st: os.stat_result
     owned: bool
+    direct: bool = False  # opened with O_DIRECT
 
 
-def _open_input(name: str, out_st: Optional[os.stat_result]) -> _Input:
-    """Open an operand ('-' is stdin) and run GNU cat's checks on it."""
+def _open_input(name: str, out_st: Optional[os.stat_result],
+                direct: bool = False, stats: Optional[Stats] = None) -> _Input:
+    """Open an operand ('-' is stdin) and run GNU cat's checks on it.
+
+    With ``direct``, a named file is opened O_DIRECT when its filesystem
+    allows (tmpfs answers EINVAL: counted in stats.extra["direct_refused"]).
+    """
     if name == "-":
         fd, owned = 0, False
+        direct = False
     else:
-        fd, owned = os.open(name, os.O_RDONLY | os.O_CLOEXEC), True
+        flags = os.O_RDONLY | os.O_CLOEXEC
+        fd = -1
+        if direct:
+            try:
+                fd = os.open(name, flags | os.O_DIRECT)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                direct = False
+                if stats is not None:
+                    _count(stats, "direct_refused")
+        if fd < 0:
+            fd = os.open(name, flags)
+        owned = True
     try:
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
@@ -60,7 +81,22 @@ def _open_input(name: str, out_st: Optional[os.stat_result]) -> _Input:
         if owned:
             os.close(fd)
         raise
-    return _Input(name, fd, st, owned)
+    return _Input(name, fd, st, owned, direct)
+
+
+_DIRECT_ALIGN = 4096  # offsets, lengths and addresses of O_DIRECT reads
+
+
+def _count(stats: Stats, key: str) -> None:
+    stats.extra[key] = stats.extra.get(key, 0) + 1
+
+
+def _drop_direct(fd: int, stats: Stats) -> None:
+    """Read the rest of ``fd`` through the page cache (an unaligned tail)."""
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    if flags & os.O_DIRECT:
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_DIRECT)
+        _count(stats, "direct_fallbacks")
 
 
 class _InputIsOutput(Exception):
@@ -76,7 +112,7 @@ def cat_files(names: Sequence[str], out_fd: int = 1, *, engine: str = "uring",
               queue_depth: int = DEFAULT_QUEUE_DEPTH,
               fmt: Optional[CatFormat] = None, stats: Optional[Stats] = None,
               on_error: Optional[ErrorHandler] = None,
-              splice: bool = True) -> bool:
+              splice: bool = True, direct: bool = False) -> bool:
     """Concatenate ``names`` ('-' is stdin) onto ``out_fd``, like GNU cat.
 
     Args:
@@ -92,6 +128,10 @@ def cat_files(names: Sequence[str], out_fd: int = 1, *, engine: str = "uring",
         splice: with the uring engine and no formatting, move regular files
             into pipes, /dev/null and files with zero-copy splice requests
             instead of read_fixed/write_fixed through the arena.
+        direct: read named regular files with O_DIRECT into the aligned
+            arena, bypassing the page cache (uring engine; an unaligned tail
+            and filesystems that refuse O_DIRECT fall back to cached reads,
+            counted in stats.extra).
 
     Returns:
         True when every operand was copied.
@@ -128,7 +168,8 @@ def cat_files(names: Sequence[str], out_fd: int = 1, *, engine: str = "uring",
     try:
         for name in names:
             try:
-                inp = _open_input(name, out_st)
+                inp = _open_input(name, out_st, direct and engine == "uring",
+                                  stats)
             except _InputIsOutput:
                 report(name, "input file is output file")
                 ok = False
@@ -181,6 +222,8 @@ class _SyncCopier(_Copier):
         self.formatter = formatter
 
     def copy(self, inp: _Input) -> Optional[str]:
+        if inp.direct:
+            _drop_direct(inp.fd, self.stats)  # our buffer is not aligned
         return self.copy_rest(inp.fd)
 
     def copy_rest(self, fd: int, first: bytes = b"") -> Optional[str]:
@@ -247,12 +290,18 @@ class _UringCopier(_Copier):
             self.splicer.close()
         self.ring.close()
 
+    def _note_path(self, path: str) -> None:
+        """Record which data path carried a file (shown by --stats)."""
+        paths = self.stats.extra.get("data_path", "")
+        if path not in paths.split(" + "):
+            self.stats.extra["data_path"] = f"{paths} + {path}" if paths else path
+
     def _splice(self, inp: _Input) -> Optional[str]:
         """Copy a regular file with splice requests (no copy through us)."""
         assert self.splicer is not None
         src = self.ring.attach_file(inp.fd)
         start = os.lseek(inp.fd, 0, os.SEEK_CUR)
-        self.stats.extra["data_path"] = self.splicer.mode
+        self._note_path(self.splicer.mode)
         try:
             failure, delivered = self.splicer.copy(src, start, inp.st.st_size)
         except BaseException:
@@ -269,11 +318,11 @@ class _UringCopier(_Copier):
     # -- one input --------------------------------------------------------
 
     def copy(self, inp: _Input) -> Optional[str]:
-        if self.splicer is not None and fdio.is_positional(inp.st):
+        if (self.splicer is not None and fdio.is_positional(inp.st)
+                and not inp.direct):
             return self._splice(inp)
         ring, stats, bs, depth = self.ring, self.stats, self.block_size, self.depth
-        stats.extra.setdefault("data_path", "read_fixed/write_fixed"
-                               if self.fixed else "read/write")
+        self._note_path("read_fixed/write_fixed" if self.fixed else "read/write")
         arena = self.arena
         src = ring.attach_file(inp.fd)
         positional = fdio.is_positional(inp.st)
@@ -283,6 +332,12 @@ class _UringCopier(_Copier):
         # that offset to see EOF (or growth), as read(2) would; streams: no limit.
         limit = start + inp.st.st_size if positional else 0
         max_reads = depth if positional else 1
+        direct = inp.direct
+        if direct:
+            _count(stats, "direct_files")
+            if not positional or bs % _DIRECT_ALIGN or start % _DIRECT_ALIGN:
+                _drop_direct(inp.fd, stats)
+                direct = False
         read_op = OP_READ_FIXED if self.fixed else OP_READ
         write_op = OP_WRITE_FIXED if self.fixed else OP_WRITE
 
@@ -304,6 +359,10 @@ class _UringCopier(_Copier):
         w_keep: Optional[object] = None
 
         def prep_read(slot: int) -> None:
+            nonlocal direct
+            if direct and slot_off[slot] % _DIRECT_ALIGN:
+                _drop_direct(inp.fd, stats)
+                direct = False
             ring.prep(read_op, src.target, arena.addr(slot), bs, slot_off[slot],
                       (slot << 3) | _K_READ, flags=src.sqe_flags)
 
@@ -413,8 +472,13 @@ class _UringCopier(_Copier):
                         elif res == 0:
                             state[s] = _EOF
                             ended = True
-                        elif res in (-errno.EAGAIN, -errno.EINTR, -errno.ECANCELED):
+                        elif res in (-errno.EAGAIN, -errno.EINTR, -errno.ECANCELED) \
+                                or (res == -errno.EINVAL and direct):
                             stats.resubmissions += 1
+                            if res == -errno.EINVAL:
+                                # this filesystem refuses the direct read
+                                _drop_direct(inp.fd, stats)
+                                direct = False
                             if res == -errno.EAGAIN:
                                 prep_poll(src, POLLIN)
                             prep_read(s)

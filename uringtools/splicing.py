@@ -72,7 +72,6 @@ class SpliceCopier:
         else:
             _grow_pipe(out.fd)
             self.chunk = fcntl.fcntl(out.fd, F_GETPIPE_SZ)
-        stats.extra["data_path"] = mode
 
     def close(self) -> None:
         for fd in (self.mid_r, self.mid_w):

@@ -22,7 +22,7 @@ PROG = "uring-cat"
 
 
 def run_cat(files: Sequence[str], fmt: CatFormat, settings: Settings,
-            splice: bool = True) -> None:
+            splice: bool = True, direct: bool = False) -> None:
     """Run uring-cat on ``files`` and exit with GNU cat's status."""
     reporter = Reporter(PROG)
     closed = guard_std_fds()
@@ -45,7 +45,7 @@ def run_cat(files: Sequence[str], fmt: CatFormat, settings: Settings,
                              block_size=settings.block_size,
                              queue_depth=settings.queue_depth, fmt=fmt,
                              stats=stats, on_error=reporter.error,
-                             splice=splice)
+                             splice=splice, direct=direct)
 
         try:
             with_engine(settings, reporter, stats, work)

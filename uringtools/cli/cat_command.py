@@ -31,12 +31,16 @@ from .common import Settings, engine_options
               help="move regular files into pipes, /dev/null and files with "
                    "zero-copy splice requests (uring engine, no formatting); "
                    "--no-splice copies through the registered buffers")
+@click.option("--direct", is_flag=True,
+              help="read files with O_DIRECT into the aligned registered "
+                   "buffers, bypassing the page cache (implies --no-splice)")
 @click.argument("files", nargs=-1)
 @engine_options
 def cat_command(files: Tuple[str, ...], show_all: bool, number_nonblank: bool,
                 show_e: bool, show_ends: bool, number: bool,
                 squeeze_blank: bool, show_t: bool, show_tabs: bool,
                 unbuffered: bool, show_nonprinting: bool, splice: bool,
+                direct: bool,
                 settings: Settings) -> None:
     """Concatenate FILE(s) to standard output, through io_uring.
 
@@ -50,4 +54,4 @@ def cat_command(files: Tuple[str, ...], show_all: bool, number_nonblank: bool,
         show_tabs=show_tabs or show_all or show_t,
         show_nonprinting=show_nonprinting or show_all or show_e or show_t,
     )
-    run_cat(files, fmt, settings, splice)
+    run_cat(files, fmt, settings, splice, direct)

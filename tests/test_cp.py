@@ -527,3 +527,206 @@ def test_falls_back_when_io_uring_is_refused(tmp: Path) -> None:
     res = run([sys.executable, SECCOMP_EXEC, "EPERM", URING_CP, "--engine",
                "uring", "a", "c"], tmp)
     assert res.returncode == 1 and not (tmp / "c").exists()
+
+
+# -- many files: whole-file ring chains (uringtools.copybatch) ----------------------
+
+CHAIN_SIZES = [0, 1, 4095, 4096, 65535, 65536, 65537, 200000]
+ODD_NAMES = ["new\nline", "quote'd", 'dq"$x', "sp ace", "tab\there", "ü-utf8",
+             os.fsdecode(b"bad-\xff\xfe"), "-dash", "a" * 200]
+
+
+def make_many(root: Path, files: int = 300) -> None:
+    """A tree of ``files`` files of mixed sizes, odd names, a sparse file,
+    a symlink and an empty directory."""
+    for i in range(files):
+        sub = root / f"s{i % 7}"
+        sub.mkdir(parents=True, exist_ok=True)
+        (sub / f"f{i:04d}").write_bytes(os.urandom(CHAIN_SIZES[i % len(CHAIN_SIZES)]))
+    for i, name in enumerate(ODD_NAMES):
+        (root / name).write_bytes(os.urandom(100 * i))
+    with open(root / "sparse", "wb") as f:
+        f.truncate(1 << 20)
+        f.seek(300000)
+        f.write(b"data")
+    os.symlink("s0/f0000", root / "link")
+    (root / "empty").mkdir()
+
+
+def json_stats(res: subprocess.CompletedProcess) -> dict:
+    import json
+    return json.loads(res.stderr.decode().strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("depth", ["1", "4", "64"])
+def test_many_files_like_gnu_at_several_depths(tmp: Path, depth: str) -> None:
+    make_many(tmp / "d")
+    for _ in range(2):   # new files, then the same files replaced
+        ours = ucp("-r", "--queue-depth", depth, "--stats-format", "json",
+                   "d", "ours", cwd=tmp)
+        gnu = gcp("-r", "d", "gnu", cwd=tmp)
+        assert ours.returncode == gnu.returncode == 0, ours.stderr
+        assert snapshot(tmp / "ours") == snapshot(tmp / "gnu")
+        stats = json_stats(ours)
+        assert stats["ops"]["renameat"] > 180           # went through chains
+        assert stats["files"] == 300 + len(ODD_NAMES) + 1
+    no_temps(tmp)
+
+
+def test_many_sources_into_a_directory_through_chains(tmp: Path) -> None:
+    names = [f"n{i}" for i in range(200)] + ODD_NAMES
+    for i, name in enumerate(names):
+        (tmp / name).write_bytes(os.urandom(i * 37 % 70000))
+    (tmp / "ours").mkdir()
+    (tmp / "gnu").mkdir()
+    (tmp / "ours" / "n5").write_bytes(b"old, longer than the new content" * 99)
+    os.chmod(tmp / "ours" / "n5", 0o640)
+    shutil.copy(tmp / "ours" / "n5", tmp / "gnu" / "n5")
+    os.chmod(tmp / "gnu" / "n5", 0o640)
+    operands = [f"./{n}" if n.startswith("-") else n for n in names]
+    res = run([URING_CP, *operands, "ours"], tmp)   # no options: no Click
+    assert res.returncode == 0, res.stderr
+    assert gcp(*operands, "gnu", cwd=tmp).returncode == 0
+    assert snapshot(tmp / "ours") == snapshot(tmp / "gnu")
+    assert stat.S_IMODE(os.stat(tmp / "ours" / "n5").st_mode) == 0o640
+    no_temps(tmp)
+
+
+def test_vanishing_files_give_gnu_messages(tmp: Path) -> None:
+    """A file gone between the walk's lstat and the open: GNU's "cannot
+    open"; a listed file gone before its lstat: GNU's "cannot stat"."""
+    from uringtools.copy import CopyOptions
+    from uringtools.copytree import copy_paths
+
+    src = tmp / "d"
+    (src / "sub").mkdir(parents=True)
+    for i in range(50):
+        (src / "sub" / f"keep{i}").write_bytes(os.urandom(i * 100))
+    for i in range(3):
+        (src / "sub" / f"vanish{i}").write_bytes(b"v" * 1000)
+        (src / "sub" / f"bigvanish{i}").write_bytes(os.urandom(300000))
+    for prefix in ("vanish", "bigvanish"):
+        errors: List[str] = []
+        seen: List[str] = []
+
+        def on_verbose(line: str, prefix: str = prefix) -> None:
+            name = line.split(" -> ")[0].strip("'")
+            if os.path.basename(name).startswith(prefix) and not seen:
+                seen.append(name)
+                for i in range(3):
+                    os.unlink(src / "sub" / f"{prefix}{i}")
+
+        dest = tmp / f"out-{prefix}"
+        ok = copy_paths([str(src)], str(dest),
+                        options=CopyOptions(recursive=True, verbose=True),
+                        on_error=errors.append, on_verbose=on_verbose)
+        assert not ok
+        first = seen[0]
+        others = sorted(f"{src}/sub/{prefix}{i}" for i in range(3)
+                        if f"{src}/sub/{prefix}{i}" != first)
+        assert errors[0] == (f"cannot open '{first}' for reading: "
+                             "No such file or directory")
+        assert sorted(errors[1:]) == [
+            f"cannot stat '{n}': No such file or directory" for n in others]
+        for i in range(50):
+            assert (dest / "sub" / f"keep{i}").read_bytes() == \
+                (src / "sub" / f"keep{i}").read_bytes()
+        assert not any(n.startswith(prefix) for n in os.listdir(dest / "sub"))
+        # restore for the next round
+        for i in range(3):
+            (src / "sub" / f"{prefix}{i}").write_bytes(b"v" * 1000)
+    no_temps(tmp)
+
+
+@pytest.mark.parametrize("depth", ["4", "64"])
+def test_low_nofile_limit_copies_everything(tmp: Path, depth: str) -> None:
+    if not shutil.which("prlimit"):
+        pytest.skip("no prlimit")
+    make_many(tmp / "d")
+    for i in range(20):          # files for the chunked path, many in flight
+        (tmp / "d" / f"big{i}").write_bytes(os.urandom(300000))
+    res = run([URING_CP, "-r", "--queue-depth", depth, "--stats-format", "json",
+               "d", "ours"], tmp, prefix=["prlimit", "--nofile=32"])
+    assert res.returncode == 0, res.stderr
+    assert gcp("-r", "d", "gnu", cwd=tmp).returncode == 0
+    assert snapshot(tmp / "ours") == snapshot(tmp / "gnu")
+    assert json_stats(res)["ops"]["renameat"] > 180
+    no_temps(tmp)
+
+
+def test_failed_chains_are_copied_again(tmp: Path) -> None:
+    """Every 5th chain write fails (injected EIO): its temporary goes, the
+    plain engine copies the file, and the result is still exact."""
+    for i in range(200):         # small files only: chunked writes would fail
+        sub = tmp / "d" / f"s{i % 3}"
+        sub.mkdir(parents=True, exist_ok=True)
+        (sub / f"f{i}").write_bytes(os.urandom(1 + i * 300))
+    for i, name in enumerate(ODD_NAMES):
+        (tmp / "d" / name).write_bytes(os.urandom(1 + 100 * i))
+    env = dict(ENV, URINGTOOLS_FAULTS="write:eio:5")
+    res = subprocess.run([URING_CP, "-r", "--stats-format", "json", "d",
+                          "ours"], cwd=tmp, env=env, capture_output=True,
+                         timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert gcp("-r", "d", "gnu", cwd=tmp).returncode == 0
+    assert snapshot(tmp / "ours") == snapshot(tmp / "gnu")
+    assert json_stats(res)["extra"]["chain_failed_write"] > 10
+    no_temps(tmp)
+
+
+def test_small_files_on_a_full_disk_lose_nothing(tiny_tmpfs: Path,
+                                                 tmp: Path) -> None:
+    """ENOSPC in the middle of a tree of small files: every file that
+    lands is complete, no temporaries stay, the status is 1."""
+    src = tmp / "d"
+    src.mkdir()
+    for i in range(100):
+        (src / f"f{i:03d}").write_bytes(os.urandom(60000))
+    res = ucp("-r", str(src), "out", cwd=tiny_tmpfs)
+    assert res.returncode == 1
+    assert b"No space left on device" in res.stderr
+    landed = os.listdir(tiny_tmpfs / "out")
+    assert 0 < len(landed) < 100
+    for name in landed:
+        assert (tiny_tmpfs / "out" / name).read_bytes() == \
+            (src / name).read_bytes(), name
+    no_temps(tiny_tmpfs)
+
+
+@pytest.mark.parametrize("argv", [
+    ["-L", "-P", "a", "b"], ["-P", "-L", "a", "b"], ["-LP", "a", "b"],
+    ["a", "-r", "b"], ["-rv", "a", "-n", "b"], ["-", "-a", "x"],
+    ["-aLP", "s", "d"], ["-fpRT", "a", "b"], ["-T", "a", "b"], ["a"], [],
+])
+def test_fast_argv_parse_matches_click(argv: List[str],
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from uringtools.cli import cp as cpmod
+
+    seen: Dict[str, object] = {}
+
+    def fake(operands, **kw):
+        seen.update(kw, operands=list(operands))
+
+    command = cpmod._build_command()
+    monkeypatch.setattr(cpmod, "run_cp", fake)
+    command.main(argv, prog_name="uring-cp", standalone_mode=False)
+    operands = seen.pop("operands")
+    seen.pop("settings")
+    expected = {k: v for k, v in seen.items() if v not in (False, None, "auto")}
+    assert cpmod.fast_parse(argv) == (operands, expected)
+    for other in (["--help"], ["-t", "d", "a"], ["--", "-a", "b"],
+                  ["--engine", "sync", "a", "b"], ["-x", "a", "b"]):
+        assert cpmod.fast_parse(other) is None
+
+
+def test_plain_operands_do_not_import_click(tmp: Path) -> None:
+    (tmp / "a").write_bytes(b"x" * 5000)
+    code = ("import sys\n"
+            "sys.argv = ['uring-cp', '-r', 'a', 'b']\n"
+            "from uringtools.cli.cp import main\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    status = e.code\n"
+            "print(status, sorted(m for m in ('click', 'rich', 'dataclasses',"
+            " 'json') if m in sys.modules))\n")
+    res = run([sys.executable, "-c", code], tmp)
+    assert res.stdout.decode().split("\n")[0] == "0 []", res.stderr
+    assert (tmp / "b").read_bytes() == b"x" * 5000

@@ -60,7 +60,6 @@ _FS_ERRORS = sys.getfilesystemencodeerrors()
 _SQE = "BBHiIIQQQIiQ"
 _SQE_SIZE = struct.calcsize("=" + _SQE)
 _CHAIN5 = struct.Struct("=" + _SQE * 5).pack
-_CHAIN3 = struct.Struct("=" + _SQE * 3).pack
 
 
 def _queue_packed(ring: Ring, data: bytes, n: int, silent: int) -> None:
@@ -201,7 +200,7 @@ class BatchCopier:
         st = job.src_st
         size = st.st_size
         if size > SMALL_MAX or not fdio.is_positional(st):
-            return False
+            return False     # size 0 too: it may be a /proc-like file
         if size and st.st_blocks * 512 < size and self.files.options.sparse != "never":
             return False     # holes: the plain engine looks for them
         if job.mode & 0o777 & ~UMASK != job.mode:
@@ -258,7 +257,6 @@ class BatchCopier:
         read_op, write_op = self.read_op, self.write_op
         self.files.temps.update(batch.tmps)   # before the kernel creates them
         sqes: List[bytes] = []
-        nsqe = silent = 0
         k = 0
         for job in batch.jobs:
             size = job.src_st.st_size
@@ -267,34 +265,21 @@ class BatchCopier:
             a_dst = a_tmp + lens[k + 1]
             addr = a_dst + lens[k + 2]
             k += 3
-            if size:
-                sqes.append(_CHAIN5(
-                    OP_OPENAT, _LINK, 0, AT_FDCWD, 0, _OPEN_SRC, a_src, 0, 0,
-                    slot + 1, 0, ud | _S_OPEN_SRC,
-                    OP_OPENAT, _LINK, 0, AT_FDCWD, job.mode & 0o777, _OPEN_TMP,
-                    a_tmp, 0, 0, slot + 2, 0, ud | _S_OPEN_TMP,
-                    read_op, _LINK_FIXED, 0, slot, size, 0, buf, 0, 0, 0, 0,
-                    ud | _S_READ,
-                    write_op, _LINK_FIXED, 0, slot + 1, size, 0, buf, 0, 0, 0,
-                    0, ud | _S_WRITE,
-                    OP_RENAMEAT, 0, 0, AT_FDCWD, _AT_FDCWD_U32, 0, a_tmp, a_dst,
-                    0, 0, 0, ud | _S_RENAME))
-                nsqe += 5
-                silent += 4
-                buf += (size + _ALIGN - 1) & -_ALIGN
-            else:
-                sqes.append(_CHAIN3(
-                    OP_OPENAT, _LINK, 0, AT_FDCWD, 0, _OPEN_SRC, a_src, 0, 0,
-                    slot + 1, 0, ud | _S_OPEN_SRC,
-                    OP_OPENAT, _LINK, 0, AT_FDCWD, job.mode & 0o777, _OPEN_TMP,
-                    a_tmp, 0, 0, slot + 2, 0, ud | _S_OPEN_TMP,
-                    OP_RENAMEAT, 0, 0, AT_FDCWD, _AT_FDCWD_U32, 0, a_tmp, a_dst,
-                    0, 0, 0, ud | _S_RENAME))
-                nsqe += 3
-                silent += 2
+            sqes.append(_CHAIN5(
+                OP_OPENAT, _LINK, 0, AT_FDCWD, 0, _OPEN_SRC, a_src, 0, 0,
+                slot + 1, 0, ud | _S_OPEN_SRC,
+                OP_OPENAT, _LINK, 0, AT_FDCWD, job.mode & 0o777, _OPEN_TMP,
+                a_tmp, 0, 0, slot + 2, 0, ud | _S_OPEN_TMP,
+                read_op, _LINK_FIXED, 0, slot, size, 0, buf, 0, 0, 0, 0,
+                ud | _S_READ,
+                write_op, _LINK_FIXED, 0, slot + 1, size, 0, buf, 0, 0, 0,
+                0, ud | _S_WRITE,
+                OP_RENAMEAT, 0, 0, AT_FDCWD, _AT_FDCWD_U32, 0, a_tmp, a_dst,
+                0, 0, 0, ud | _S_RENAME))
+            buf += (size + _ALIGN - 1) & -_ALIGN
             ud += 8
             slot += 2
-        _queue_packed(ring, b"".join(sqes), nsqe, silent)
+        _queue_packed(ring, b"".join(sqes), 5 * len(sqes), 4 * len(sqes))
         batch.left = len(batch.jobs)
         r = batch.region
         self.region_files[r] = max(self.region_files[r], batch.left)

@@ -534,13 +534,13 @@ class UringEngine:
         self.ring = Ring(entries, stats=self.stats)
         try:
             self.arena = Arena(nslots, block_size)
-            self.fixed = self.ring.register_arena(self.arena)
-            self.table = self.ring.register_file_table(64)
         except BaseException:
             self.ring.close()
             raise
-        self.read_op = OP_READ_FIXED if self.fixed else OP_READ
-        self.write_op = OP_WRITE_FIXED if self.fixed else OP_WRITE
+        # registered on first use: a tree of small files never needs them
+        self.registered = False
+        self.fixed = self.table = False
+        self.read_op, self.write_op = OP_READ, OP_WRITE
         self.sync = SyncEngine(files, block_size)
         self.chains = None  # a BatchCopier, made by run()
         self.stats.extra["arena"] = f"{nslots} x {block_size}"
@@ -589,7 +589,17 @@ class UringEngine:
             chains.close()
             raise
 
+    def _register(self) -> None:
+        """Register the arena and a file table (each may be refused)."""
+        self.registered = True
+        self.fixed = self.ring.register_arena(self.arena)
+        self.table = self.ring.register_file_table(64)
+        self.read_op = OP_READ_FIXED if self.fixed else OP_READ
+        self.write_op = OP_WRITE_FIXED if self.fixed else OP_WRITE
+
     def _run_chunks(self, jobs: Iterable[FileJob]) -> None:
+        if not self.registered:
+            self._register()
         ring, arena, bs, files = self.ring, self.arena, self.bs, self.files
         stats = self.stats
         free: List[int] = list(range(self.nslots - 1, -1, -1))

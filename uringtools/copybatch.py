@@ -3,7 +3,7 @@
 Each file is one linked chain, so a batch of files costs one
 ``io_uring_enter`` instead of about seven system calls per file::
 
-    openat(src) -> openat(temporary, O_CREAT|O_EXCL) -> read_fixed -> write_fixed
+    openat(src) -> openat(temporary, O_CREAT|O_EXCL) -> read -> write
                 -> renameat(temporary, destination)
 
 Both files are opened straight into slots of the registered file table
@@ -33,8 +33,8 @@ from typing import Callable, List, Optional
 from . import fdio
 from ._uring import ffi, lib
 from .copy import UMASK, FileCopier, FileJob
-from .ring import (OP_CLOSE, OP_OPENAT, OP_READ, OP_READ_FIXED, OP_WRITE,
-                   OP_WRITE_FIXED, SQE_CQE_SKIP_SUCCESS, SQE_FIXED_FILE,
+from .ring import (OP_CLOSE, OP_OPENAT, OP_READ, OP_WRITE,
+                   SQE_CQE_SKIP_SUCCESS, SQE_FIXED_FILE,
                    SQE_IO_LINK, Arena, Ring)
 
 OP_RENAMEAT = lib.IORING_OP_RENAMEAT
@@ -167,8 +167,9 @@ class BatchCopier:
                 self._refused(exc)
                 return False
             try:
+                # plain buffers: pinning them costs more than small
+                # files gain from fixed ones
                 self.arena = Arena(2, BATCH_BYTES)
-                fixed = ring.register_arena(self.arena)
                 if not ring.register_file_table(4 * max_files):
                     raise OSError(errno.EMFILE, stats.registered_files_note)
             except OSError as exc:
@@ -179,10 +180,7 @@ class BatchCopier:
             (stats.setup_flags, stats.registered_buffers,
              stats.registered_buffers_note, stats.registered_files_note) = saved
         stats.extra["chains"] = (
-            f"{max_files} files x 2 batches, table of {4 * max_files}, "
-            f"buffers {'registered' if fixed else 'unregistered'}")
-        self.read_op = OP_READ_FIXED if fixed else OP_READ
-        self.write_op = OP_WRITE_FIXED if fixed else OP_WRITE
+            f"{max_files} files x 2 batches, table of {4 * max_files}")
         self.ring = ring
         self.stats.extra["chain_batches"] = 0
         return True
@@ -254,7 +252,6 @@ class BatchCopier:
         buf = self.arena.addr(batch.region)
         slot = batch.region * 2 * self.max_files
         ud = batch.first << 3
-        read_op, write_op = self.read_op, self.write_op
         self.files.temps.update(batch.tmps)   # before the kernel creates them
         sqes: List[bytes] = []
         k = 0
@@ -270,9 +267,9 @@ class BatchCopier:
                 slot + 1, 0, ud | _S_OPEN_SRC,
                 OP_OPENAT, _LINK, 0, AT_FDCWD, job.mode & 0o777, _OPEN_TMP,
                 a_tmp, 0, 0, slot + 2, 0, ud | _S_OPEN_TMP,
-                read_op, _LINK_FIXED, 0, slot, size, 0, buf, 0, 0, 0, 0,
+                OP_READ, _LINK_FIXED, 0, slot, size, 0, buf, 0, 0, 0, 0,
                 ud | _S_READ,
-                write_op, _LINK_FIXED, 0, slot + 1, size, 0, buf, 0, 0, 0,
+                OP_WRITE, _LINK_FIXED, 0, slot + 1, size, 0, buf, 0, 0, 0,
                 0, ud | _S_WRITE,
                 OP_RENAMEAT, 0, 0, AT_FDCWD, _AT_FDCWD_U32, 0, a_tmp, a_dst,
                 0, 0, 0, ud | _S_RENAME))

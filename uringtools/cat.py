@@ -248,6 +248,16 @@ class _SyncCopier(_Copier):
             raise WriteError(exc.errno, exc.strerror) from None
 
 
+def _explicit_offsets(fd: int) -> bool:
+    """Is ``fd`` a regular file written at its position (not O_APPEND)?"""
+    try:
+        st = os.fstat(fd)
+        return (stat.S_ISREG(st.st_mode)
+                and not fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_APPEND)
+    except OSError:
+        return False
+
+
 #: Memory that abandoned rings may still read or write: never freed.
 _ABANDONED: List[object] = []
 
@@ -280,6 +290,13 @@ class _UringCopier(_Copier):
                 self.out = FileRef(out_fd, 0, out_fd, -1)
             self.splicer = (SpliceCopier(self.ring, self.out, splice, stats)
                             if splice else None)
+            # A regular output (not O_APPEND) is written at explicit offsets
+            # from its current position: with offset -1 (the file position)
+            # a write that comes up short because the disk filled up leaves
+            # the position where the write began (seen on 6.18 tmpfs), so
+            # the next write overwrote bytes already written and reported
+            # success instead of ENOSPC.
+            self.out_positional = _explicit_offsets(out_fd)
         except BaseException:
             self.ring.close()
             raise
@@ -366,9 +383,12 @@ class _UringCopier(_Copier):
             ring.prep(read_op, src.target, arena.addr(slot), bs, slot_off[slot],
                       (slot << 3) | _K_READ, flags=src.sqe_flags)
 
+        out_pos = (os.lseek(self.out.fd, 0, os.SEEK_CUR)
+                   if self.out_positional else -1)
+
         def prep_write() -> None:
             ring.prep(OP_WRITE if w_keep is not None else write_op,
-                      self.out.target, w_addr, w_left, -1, _K_WRITE,
+                      self.out.target, w_addr, w_left, out_pos, _K_WRITE,
                       flags=self.out.sqe_flags)
 
         def prep_poll(ref: FileRef, mask: int) -> None:
@@ -490,6 +510,8 @@ class _UringCopier(_Copier):
                     elif kind == _K_WRITE:
                         if res >= 0:
                             stats.bytes_written += res
+                            if out_pos >= 0:
+                                out_pos += res
                         if res == w_left:
                             for t in writing:
                                 state[t] = _FREE
@@ -521,6 +543,9 @@ class _UringCopier(_Copier):
                 os.lseek(inp.fd, start + delivered, os.SEEK_SET)
             return failure
         finally:
+            if out_pos >= 0:
+                # leave the output position after the last byte written
+                os.lseek(self.out.fd, out_pos, os.SEEK_SET)
             if reads or w_busy:
                 # Only an exception (Ctrl-C, SIGTERM, a write error) leaves
                 # requests in flight. Waiting for them could block forever (a

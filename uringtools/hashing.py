@@ -181,6 +181,9 @@ class _SyncReader(_Reader):
         self.view.release()
 
 
+#: Arenas of rings closed with reads in flight: never unmapped.
+_ABANDONED: List[object] = []
+
 # slot states
 _FREE, _READING, _FILLED, _EOF = range(4)
 _K_READ, _K_POLL = 1, 2
@@ -207,9 +210,10 @@ class _UringReader(_Reader):
             self.ring.close()
             raise
         self.sync = _SyncReader(block_size, stats)
+        self.abandoned = False
 
     def close(self) -> None:
-        self.ring.close()   # nothing is in flight: feed() drains
+        self.ring.close()   # nothing is in flight: feed() drains or abandons
         self.sync.close()
 
     def feed(self, fd: int, st: os.stat_result, h: Any,
@@ -339,13 +343,35 @@ class _UringReader(_Reader):
                 # leave the position where we stopped, as read(2) would
                 os.lseek(fd, start + total, os.SEEK_SET)
             return total
+        except OSError:
+            raise
+        except BaseException:
+            # Ctrl-C, SIGTERM, GeneratorExit: a read may be in flight on a
+            # FIFO or terminal nobody writes to, and waiting for it would
+            # hang; tear the ring down instead (the kernel cancels it).
+            if ring.in_flight:
+                self._abandon()
+            raise
         finally:
-            while ring.in_flight:   # the arena is reused: wait for the kernel
+            if not self.abandoned:
                 try:
-                    ring.wait(1)
+                    # a read re-queued after EAGAIN/EINTR may not be sent
+                    # yet: send it now, or it would go out with the next
+                    # file's first enter and fill one of its slots with
+                    # this file's bytes
+                    if ring.room < ring.entries:
+                        ring.submit()
+                    while ring.in_flight:  # the arena is reused: wait for the kernel
+                        ring.wait(1)
                 except OSError:
-                    break
-            ring.detach_file(src)
+                    pass
+                ring.detach_file(src)
+
+    def _abandon(self) -> None:
+        """Close the ring with reads in flight; the arena is never freed."""
+        _ABANDONED.append(self.arena)
+        self.abandoned = True
+        self.ring.close()
 
 
 def _make_reader(engine: str, block_size: int, depth: int, stats: Stats,
@@ -528,6 +554,7 @@ def hash_files(names: Sequence[str], algorithm: str = DEFAULT_ALGORITHM, *,
     workers: List[_Worker] = []
     pool: Optional[_Pool] = None
     stats.start()
+    abandon = False
     try:
         if nworkers == 0 or "-" in names:
             main_reader = _make_reader(engine, block_size, queue_depth, stats,
@@ -553,10 +580,20 @@ def hash_files(names: Sequence[str], algorithm: str = DEFAULT_ALGORITHM, *,
                 assert main_reader is not None
                 yield _hash_one(main_reader, name, algo,
                                 lengths[index] if lengths else bits, never)
+    except OSError:
+        raise
+    except BaseException:
+        # Ctrl-C, SIGTERM, the consumer stopping: a worker may be blocked
+        # reading a FIFO nobody writes to. Do not wait for the workers (they
+        # are daemon threads and stop at their next cancel check).
+        abandon = True
+        raise
     finally:
         if pool is not None:
             pool.cancel.set()
             pool.go.set()
+            if abandon:
+                workers = []
             for worker in workers:
                 worker.join()
         digest_s = 0.0

@@ -5,8 +5,11 @@ Every regular destination is written into a temporary file beside it
 when complete, so a failed or interrupted copy leaves the old destination
 (or none). The uring engine keeps many chunks, and many files, in flight in
 one ring: each chunk is a read_fixed linked to a write_fixed over a slot of
-the registered arena. The sync engine is a pread/pwrite loop with the same
-block size. The tree walk and GNU's checks live in :mod:`uringtools.copytree`.
+the registered arena. Small new files skip all that: the uring engine hands
+them to :mod:`uringtools.copybatch`, which copies each as one whole-file
+chain (open, create, read, write, rename), many files per submit. The sync
+engine is a pread/pwrite loop with the same block size. The tree walk and
+GNU's checks live in :mod:`uringtools.copytree`.
 """
 
 from __future__ import annotations

@@ -260,3 +260,68 @@ def test_enters_match_strace(tmp_path: Path, opts: list) -> None:
     assert stats["enters"] == int(match.group(1))
     assert stats["sqes"] == stats["cqes"] == sum(stats["ops"].values())
     assert stats["sqes"] >= stats["enters"] - stats["enter_retries"] - 2
+
+
+def test_queue_packed_matches_prep(tmp_path: Path) -> None:
+    import struct
+
+    src = tmp_path / "src"
+    src.write_bytes(bytes(range(256)) * 64)
+    fd = os.open(src, os.O_RDONLY)
+    try:
+        with Ring(8) as ring:
+            arena = Arena(2, 4096)
+            packed = b"".join(
+                struct.pack(ringmod.PACKED_SQE, OP_READ, 0, 0, fd, 4096, 0,
+                            arena.addr(slot), slot * 4096, 0, 0, 0, 100 + slot)
+                for slot in range(2))
+            ring.queue_packed(packed, 2)
+            results = reap_all(ring, 2)
+            ring.flush_op_counts()
+            assert results == {100: 4096, 101: 4096}
+            assert bytes(arena.slot_view(1, 4096)) == src.read_bytes()[4096:8192]
+            assert ring.stats.ops == {"read": 2} and ring.stats.sqes == 2
+            with pytest.raises(ValueError):
+                ring.queue_packed(packed[:-1], 2)
+    finally:
+        os.close(fd)
+
+
+def test_helper_ring_does_not_describe_shared_stats() -> None:
+    stats = Stats()
+    with Ring(8, stats=stats) as main:
+        with Ring(8, stats=stats, setup_flags=0, describe=False) as helper:
+            assert helper.register_file_table(4)
+            helper.prep(ringmod.OP_NOP, 0, 0, 0, 0, 1)
+            helper.wait(1)
+        assert stats.setup_flags == main.setup_flag_names
+        assert stats.registered_files_note == ""   # only the helper registered
+        assert stats.sqes == 1 and stats.cqes == 1   # its counters still add up
+
+
+@pytest.mark.parametrize("spec", ["read:short", "read:bogus:2", "nope:eio:1",
+                                  "read:eio:0", "write:short:x"])
+def test_fault_plan_rejects_bad_rules(spec: str) -> None:
+    with pytest.raises(ValueError):
+        ringmod.FaultPlan(spec)
+
+
+def test_fault_plan_injects_errors_and_short_requests(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.write_bytes(b"x" * 8192)
+    fd = os.open(src, os.O_RDONLY)
+    stats = Stats()
+    try:
+        with Ring(8, stats=stats) as ring:
+            ring._faults = ringmod.FaultPlan("read:eio:@1,read:short:@2")
+            arena = Arena(2, 4096)
+            ring.prep(OP_READ, fd, arena.addr(0), 4096, 0, 1)
+            ring.prep(OP_READ, fd, arena.addr(1), 4096, 0, 2)
+            results = reap_all(ring, 2)
+    finally:
+        os.close(fd)
+    assert results == {1: -errno.EIO, 2: 2048}
+    assert stats.extra["faults_injected"] == 2
+    with pytest.raises(OSError) as info:
+        check(results[1], "src")
+    assert info.value.errno == errno.EIO

@@ -31,13 +31,12 @@ import sys
 from typing import Callable, List, Optional
 
 from . import fdio
-from ._uring import ffi, lib
+from ._uring import ffi
 from .copy import UMASK, FileCopier, FileJob
-from .ring import (OP_CLOSE, OP_OPENAT, OP_READ, OP_WRITE,
-                   SQE_CQE_SKIP_SUCCESS, SQE_FIXED_FILE,
+from .ring import (OP_CLOSE, OP_OPENAT, OP_READ, OP_RENAMEAT, OP_WRITE,
+                   PACKED_SQE, SQE_CQE_SKIP_SUCCESS, SQE_FIXED_FILE,
                    SQE_IO_LINK, Arena, Ring)
 
-OP_RENAMEAT = lib.IORING_OP_RENAMEAT
 AT_FDCWD = -100
 #: files up to this size take the chain path (one read, one write)
 SMALL_MAX = 64 << 10
@@ -54,39 +53,9 @@ _LINK_FIXED = _LINK | SQE_FIXED_FILE
 _AT_FDCWD_U32 = AT_FDCWD & 0xFFFFFFFF
 _FS_ENCODING = sys.getfilesystemencoding()
 _FS_ERRORS = sys.getfilesystemencodeerrors()
-#: one struct ut_sqe: opcode, flags, buf_index, fd, len, op_flags, addr,
-#: off (addr2 for renameat's new path), addr2, file_index, splice_fd_in,
-#: user_data
-_SQE = "BBHiIIQQQIiQ"
-_SQE_SIZE = struct.calcsize("=" + _SQE)
-_CHAIN5 = struct.Struct("=" + _SQE * 5).pack
+_CHAIN5 = struct.Struct(PACKED_SQE + PACKED_SQE[1:] * 4).pack  # one chain
 
 
-def _queue_packed(ring: Ring, data: bytes, n: int, silent: int) -> None:
-    """Queue ``n`` packed struct ut_sqe (``silent`` of them CQE_SKIP_SUCCESS).
-
-    One memmove instead of a Ring.prep call per SQE (a dozen cffi field
-    stores each, about 2 us). Ring has no public call for this yet, so this
-    writes its descriptor array and counts the way Ring.prep does; if those
-    are not there, it falls back to Ring.prep.
-    """
-    if ring.room < n:
-        ring.submit()
-    descs = getattr(ring, "_descs", None)
-    if (descs is None or _SQE_SIZE != ffi.sizeof("struct ut_sqe")
-            or getattr(ring, "_faults", None) is not None
-            or n > ring.room):
-        for f in struct.iter_unpack("=" + _SQE, data):
-            if ring.room < 1:
-                ring.submit()
-            ring.prep(f[0], f[3], f[6], f[4], f[7], f[11], flags=f[1],
-                      buf_index=f[2], op_flags=f[5], addr2=f[8],
-                      file_index=f[9], splice_fd_in=f[10])
-        return
-    nq = ring._nq
-    ffi.memmove(descs + nq, data, len(data))
-    ring._nq = nq + n
-    ring._silent += silent
 #: chain steps, in the low 3 bits of user_data
 _S_OPEN_SRC, _S_OPEN_TMP, _S_READ, _S_WRITE, _S_RENAME, _S_CLOSE = range(6)
 _STEP_NAMES = ("openat", "openat", "read", "write", "renameat", "close")
@@ -156,29 +125,23 @@ class BatchCopier:
         while entries < 6 * max_files:
             entries *= 2
         stats = self.stats
-        # the --stats lines describe the main ring; this one goes in extra
-        saved = (stats.setup_flags, stats.registered_buffers,
-                 stats.registered_buffers_note, stats.registered_files_note)
         try:
-            try:
-                # no DEFER_TASKRUN: the io-wq worker carries a chain to its end
-                ring = Ring(entries, stats=stats, setup_flags=0)
-            except OSError as exc:
-                self._refused(exc)
-                return False
-            try:
-                # plain buffers: pinning them costs more than small
-                # files gain from fixed ones
-                self.arena = Arena(2, BATCH_BYTES)
-                if not ring.register_file_table(4 * max_files):
-                    raise OSError(errno.EMFILE, stats.registered_files_note)
-            except OSError as exc:
-                ring.close()
-                self._refused(exc)
-                return False
-        finally:
-            (stats.setup_flags, stats.registered_buffers,
-             stats.registered_buffers_note, stats.registered_files_note) = saved
+            # no DEFER_TASKRUN: the io-wq worker carries a chain to its end;
+            # the --stats lines describe the main ring, this one goes in extra
+            ring = Ring(entries, stats=stats, setup_flags=0, describe=False)
+        except OSError as exc:
+            self._refused(exc)
+            return False
+        try:
+            # plain buffers: pinning them costs more than small
+            # files gain from fixed ones
+            self.arena = Arena(2, BATCH_BYTES)
+            if not ring.register_file_table(4 * max_files):
+                raise OSError(errno.EMFILE, "no registered file table")
+        except OSError as exc:
+            ring.close()
+            self._refused(exc)
+            return False
         stats.extra["chains"] = (
             f"{max_files} files x 2 batches, table of {4 * max_files}")
         self.ring = ring
@@ -276,12 +239,10 @@ class BatchCopier:
             buf += (size + _ALIGN - 1) & -_ALIGN
             ud += 8
             slot += 2
-        _queue_packed(ring, b"".join(sqes), 5 * len(sqes), 4 * len(sqes))
+        ring.queue_packed(b"".join(sqes), 5 * len(sqes), 4 * len(sqes))
         batch.left = len(batch.jobs)
         r = batch.region
         self.region_files[r] = max(self.region_files[r], batch.left)
-        ops = self.stats.ops
-        ops["renameat"] = ops.get("renameat", 0) + batch.left
         ring.submit()
         self.flying.append(batch)
         self.stats.extra["chain_batches"] += 1

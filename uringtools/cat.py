@@ -45,13 +45,16 @@ class _Input(NamedTuple):
 
 
 def _open_input(name: str, out_st: Optional[os.stat_result],
-                direct: bool = False, stats: Optional[Stats] = None) -> _Input:
+                direct: bool = False, stats: Optional[Stats] = None,
+                stdin_closed: bool = False) -> _Input:
     """Open an operand ('-' is stdin) and run GNU cat's checks on it.
 
     With ``direct``, a named file is opened O_DIRECT when its filesystem
     allows (tmpfs answers EINVAL: counted in stats.extra["direct_refused"]).
     """
     if name == "-":
+        if stdin_closed:
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF), name)
         fd, owned = 0, False
         direct = False
     else:
@@ -112,7 +115,8 @@ def cat_files(names: Sequence[str], out_fd: int = 1, *, engine: str = "uring",
               queue_depth: int = DEFAULT_QUEUE_DEPTH,
               fmt: Optional[CatFormat] = None, stats: Optional[Stats] = None,
               on_error: Optional[ErrorHandler] = None,
-              splice: bool = True, direct: bool = False) -> bool:
+              splice: bool = True, direct: bool = False,
+              stdin_closed: bool = False) -> bool:
     """Concatenate ``names`` ('-' is stdin) onto ``out_fd``, like GNU cat.
 
     Args:
@@ -132,6 +136,8 @@ def cat_files(names: Sequence[str], out_fd: int = 1, *, engine: str = "uring",
             arena, bypassing the page cache (uring engine; an unaligned tail
             and filesystems that refuse O_DIRECT fall back to cached reads,
             counted in stats.extra).
+        stdin_closed: the caller found fd 0 closed: each '-' operand fails
+            with EBADF, in its turn, as in GNU cat.
 
     Returns:
         True when every operand was copied.
@@ -169,7 +175,7 @@ def cat_files(names: Sequence[str], out_fd: int = 1, *, engine: str = "uring",
         for name in names:
             try:
                 inp = _open_input(name, out_st, direct and engine == "uring",
-                                  stats)
+                                  stats, stdin_closed)
             except _InputIsOutput:
                 report(name, "input file is output file")
                 ok = False

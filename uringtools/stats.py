@@ -66,7 +66,11 @@ class Stats:
         self.syscalls[name] = self.syscalls.get(name, 0) + n
 
     def merge(self, other: "Stats") -> None:
-        """Add another Stats' counters into this one (worker threads)."""
+        """Add another Stats' counters into this one (worker threads).
+
+        Numeric ``extra`` entries are counters and add up; other entries are
+        notes, and the first one seen is kept.
+        """
         for name in ("sqes", "cqes", "enters", "enter_retries", "bytes_read",
                      "bytes_written", "short_reads", "short_writes",
                      "resubmissions", "files", "errors"):
@@ -75,6 +79,13 @@ class Stats:
         for src, dst in ((other.ops, self.ops), (other.syscalls, self.syscalls)):
             for key, value in src.items():
                 dst[key] = dst.get(key, 0) + value
+        for key, value in other.extra.items():
+            mine = self.extra.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) \
+                    and isinstance(mine, (int, float)):
+                self.extra[key] = mine + value   # counters add up
+            elif key not in self.extra:
+                self.extra[key] = value          # notes: the first one stands
 
     def classic_syscalls(self) -> int:
         """read+write calls a one-block-at-a-time loop makes for these bytes.

@@ -32,12 +32,6 @@ def run_cat(files: Sequence[str], fmt: CatFormat, settings: Settings,
         if 1 in closed:
             reporter.error("standard output", "Bad file descriptor")
             return 1
-        if 0 in closed and "-" in names:
-            # fd 0 now holds /dev/null: report the operand, as GNU does
-            for name in names:
-                if name == "-":
-                    reporter.error("-", "Bad file descriptor")
-            names = [name for name in names if name != "-"]
         stats = Stats(command="cat")
 
         def work(engine: str) -> bool:
@@ -45,7 +39,8 @@ def run_cat(files: Sequence[str], fmt: CatFormat, settings: Settings,
                              block_size=settings.block_size,
                              queue_depth=settings.queue_depth, fmt=fmt,
                              stats=stats, on_error=reporter.error,
-                             splice=splice, direct=direct)
+                             splice=splice, direct=direct,
+                             stdin_closed=0 in closed)
 
         try:
             with_engine(settings, reporter, stats, work)
@@ -54,6 +49,9 @@ def run_cat(files: Sequence[str], fmt: CatFormat, settings: Settings,
                 die_of_signal(signal.SIGPIPE)
             reporter.error(None, f"write error: {exc.strerror}")
         emit_stats(settings, stats)
+        if 0 in closed and "-" in names:
+            # GNU closes stdin at exit and reports that it could not
+            reporter.error("closing standard input", "Bad file descriptor")
         return reporter.status
 
     run_main(reporter, body)

@@ -603,13 +603,7 @@ def hash_files(names: Sequence[str], algorithm: str = DEFAULT_ALGORITHM, *,
             digest_s += main_reader.digest_s
             digest_bytes += main_reader.digest_bytes
         for worker in workers:
-            stats.merge(worker.stats)
-            # Stats.merge adds counters only: carry the injected-fault count
-            # (URINGTOOLS_FAULTS) too, or a test could inject nothing unseen
-            injected = worker.stats.extra.get("faults_injected")
-            if injected:
-                stats.extra["faults_injected"] = (
-                    stats.extra.get("faults_injected", 0) + injected)
+            stats.merge(worker.stats)  # extra counters (faults_injected) too
             digest_s += worker.digest_s
             digest_bytes += worker.digest_bytes
             stats.registered_files += worker.stats.registered_files

@@ -244,19 +244,13 @@ def leftovers(directory: Path) -> List[str]:
     return sorted(p.name for p in directory.iterdir() if ".ucp-" in p.name)
 
 
-CP_RETRY_XFAIL = pytest.mark.xfail(
-    strict=True, reason="copy.UringEngine._run_chunks treats a read CQE of "
-    "-EAGAIN/-EINTR/-ECANCELED and a write CQE of -EAGAIN/-EINTR as fatal "
-    "('error reading/writing ...') instead of re-issuing the request")
-
-
 @pytest.mark.parametrize("spec", [
     "write:short:3", "write:short:1", "write:ecanceled:3",
-    pytest.param("read:eagain:3", marks=CP_RETRY_XFAIL),
-    pytest.param("read:eintr:3", marks=CP_RETRY_XFAIL),
-    pytest.param("read:ecanceled:3", marks=CP_RETRY_XFAIL),
-    pytest.param("write:eagain:3", marks=CP_RETRY_XFAIL),
-    pytest.param("write:eintr:3", marks=CP_RETRY_XFAIL),
+    "read:eagain:3",
+    "read:eintr:3",
+    "read:ecanceled:3",
+    "write:eagain:3",
+    "write:eintr:3",
 ])
 @pytest.mark.parametrize("shape", [("4K", 2), ("64K", 4)], ids=["4Kx2", "64Kx4"])
 def test_cp_transient_faults(source: Path, tmp_path: Path, spec: str, shape) -> None:

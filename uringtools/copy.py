@@ -467,6 +467,9 @@ class SyncEngine:
         pass
 
 
+#: completion results that mean "try again", not "this copy failed"
+_TRANSIENT = frozenset({-errno.EAGAIN, -errno.EINTR, -errno.ECANCELED})
+
 # slot kinds in user_data (low 2 bits); the slot number sits above them
 _K_READ, _K_WRITE, _K_CLOSE = 0, 1, 2
 
@@ -634,6 +637,24 @@ class UringEngine:
             ring.prep(self.write_op, a.dst.target, addr, length, off,
                       (s << 2) | _K_WRITE, flags=a.dst.sqe_flags)
 
+        def reread(s: int) -> None:
+            """The whole chain of slot ``s`` again (its read failed for a
+            transient reason, which cancelled its linked write)."""
+            a = s_file[s]
+            assert a is not None
+            if ring.room < 2:
+                ring.submit()
+            length = s_len[s]
+            s_wlen[s], s_wstart[s] = length, 0
+            s_rres[s] = s_wres[s] = None
+            s_chain[s] = True
+            stats.resubmissions += 1
+            addr = arena.addr(s)
+            ring.prep(self.read_op, a.src.target, addr, length, s_off[s],
+                      (s << 2) | _K_READ, flags=a.src.sqe_flags | SQE_IO_LINK)
+            ring.prep(self.write_op, a.dst.target, addr, length, s_off[s],
+                      (s << 2) | _K_WRITE, flags=a.dst.sqe_flags)
+
         def rewrite(s: int, start: int, length: int) -> None:
             """A lone write of bytes already in slot ``s``."""
             a = s_file[s]
@@ -760,6 +781,9 @@ class UringEngine:
                         rres = s_rres[s]
                         assert rres is not None
                         if rres < 0:
+                            if rres in _TRANSIENT and job.failure is None:
+                                reread(s)
+                                continue
                             if job.failure is None:
                                 job.failure = _read_error(job, -rres)
                             release_slot(s)
@@ -779,7 +803,7 @@ class UringEngine:
                             rewrite(s, 0, rres)
                             continue
                     if wres < 0:
-                        if wres == -errno.ECANCELED and job.failure is None:
+                        if wres in _TRANSIENT and job.failure is None:
                             rewrite(s, s_wstart[s], s_wlen[s])
                             continue
                         if job.failure is None:

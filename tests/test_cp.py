@@ -224,6 +224,23 @@ def test_verbose_like_gnu(tmp: Path) -> None:
 
 
 @pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("redirect", [">&-", ">/dev/full"])
+@pytest.mark.parametrize("flags", ["", "-v"])
+def test_verbose_to_bad_stdout_like_gnu(tmp: Path, engine: str, redirect: str,
+                                        flags: str) -> None:
+    """-v into a closed stdout or a full disk: the copy is made, then
+    GNU's one 'write error' line and status 1; without -v: status 0."""
+    (tmp / "f").write_bytes(b"data\n")
+    outcomes = {}
+    for who, argv in (("gnu", GNU_CP), ("ours", f"{URING_CP} --engine {engine}")):
+        res = run(["bash", "-c", f"{argv} {flags} f {who} {redirect}"], tmp)
+        outcomes[who] = (res.returncode, res.stderr.replace(b"uring-cp:", b"cp:"),
+                         (tmp / who).read_bytes())
+    assert outcomes["ours"] == outcomes["gnu"]
+    assert b"Traceback" not in outcomes["ours"][1]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 def test_preserve_mode_and_ns_timestamps(tmp: Path, engine: str) -> None:
     (tmp / "src").write_bytes(os.urandom(70000))
     (tmp / "src").chmod(0o4751)

@@ -717,9 +717,6 @@ def test_closed_stdout(tmp_path: Path, engine: str) -> None:
         assert res.stderr == gnu.stderr.replace(theirs.encode() + b":", name + b":")
 
 
-@pytest.mark.xfail(strict=True, reason="cli/cp.py body() calls "
-                   "sys.stdout.flush() and sys.stdout is None under >&-: "
-                   "AttributeError traceback, status 1 (GNU cp: 0)")
 @pytest.mark.parametrize("engine", ["uring", "sync"])
 def test_cp_closed_stdout(tmp_path: Path, engine: str) -> None:
     (tmp_path / "a").write_bytes(b"data\n")

@@ -69,6 +69,52 @@ def _operand_bytes(names: Tuple[str, ...]) -> int:
     return total
 
 
+class _VerboseOut:
+    """-v lines on fd 1, buffered as GNU's stdio buffers them (by line on a
+    terminal, in blocks otherwise).
+
+    A closed stdout (``>&-``: fd 1 holds /dev/null read-only) or a full disk
+    does not stop the copy; :meth:`close` reports the first error once, as
+    GNU's close_stdout does (``write error: Bad file descriptor``, status 1).
+    EPIPE propagates as BrokenPipeError: run_main dies of SIGPIPE like GNU.
+    """
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.error: Optional[OSError] = None
+        try:
+            self.limit = 0 if os.isatty(1) else 8192
+        except OSError:
+            self.limit = 8192
+
+    def line(self, text: str) -> None:
+        if self.error is not None:
+            return
+        self.buf += text.encode("utf-8", "surrogateescape") + b"\n"
+        if len(self.buf) > self.limit:
+            self.flush()
+
+    def flush(self) -> None:
+        from .. import fdio
+
+        data, self.buf = bytes(self.buf), bytearray()
+        if not data or self.error is not None:
+            return
+        try:
+            fdio.write_all(1, memoryview(data))
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            self.error = exc
+
+    def close(self, reporter: Reporter) -> None:
+        self.flush()
+        if self.error is not None:
+            exc = self.error
+            reporter.error(None, "write error: "
+                           f"{exc.strerror or os.strerror(exc.errno or 0)}")
+
+
 _COMMAND: Optional[Any] = None
 
 
@@ -191,13 +237,14 @@ def run_cp(operands: Sequence[str], *, archive: bool = False,
 
         show = progress
         if show is None:
-            show = (sys.stderr.isatty()
+            show = (os.isatty(2)
                     and _operand_bytes(sources) >= PROGRESS_AUTO_BYTES)
         bar: Optional[_Bar] = None
         on_verbose: Optional[Callable[[str], None]] = None
+        out: Optional[_VerboseOut] = None
         if verbose:
-            def on_verbose(line: str) -> None:
-                sys.stdout.write(line + "\n")
+            out = _VerboseOut()
+            on_verbose = out.line
 
         def work(engine: str) -> bool:
             nonlocal bar
@@ -220,10 +267,8 @@ def run_cp(operands: Sequence[str], *, archive: bool = False,
         finally:
             if bar is not None:
                 bar.close()
-            try:
-                sys.stdout.flush()
-            except OSError:
-                pass
+        if out is not None:
+            out.close(reporter)
         emit_stats(settings, stats)
         return reporter.status
 

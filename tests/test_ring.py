@@ -53,7 +53,7 @@ def test_read_fixed_batch(tmp_path: Path) -> None:
             assert ring.register_arena(arena)
             assert ring.register_file_table(4)
             ref = ring.attach_file(fd)
-            assert ref.index >= 0
+            assert ref.slot >= 0
             for slot in range(5):
                 ring.prep(OP_READ_FIXED, ref.target, arena.addr(slot), 4096,
                           slot * 4096, slot, flags=ref.sqe_flags)
@@ -223,7 +223,7 @@ ref = ring.attach_file(fd)
 arena = Arena(1, 4096)
 ring.prep(OP_READ, ref.target, arena.addr(0), 4096, 0, 1, flags=ref.sqe_flags)
 n = ring.wait(1)
-print(ok, ref.index, ring.cqe_res[0], ring.stats.registered_files_note)
+print(ok, ref.slot, ring.cqe_res[0], ring.stats.registered_files_note)
 sys.stdout.write(bytes(arena.slot_view(0, ring.cqe_res[0])).decode() + "\\n")
 """
     res = run(["prlimit", "--nofile=32", sys.executable, "-c", code])

@@ -14,7 +14,8 @@ import fcntl
 import os
 import stat
 from collections import deque
-from typing import Callable, Deque, List, NamedTuple, Optional, Sequence
+from typing import (Any, Callable, Deque, List, NamedTuple, Optional, Sequence,
+                    Tuple)
 
 from . import fdio
 from .catfmt import CatFormat, CatFormatter
@@ -379,7 +380,7 @@ class _UringCopier(_Copier):
         writing: List[int] = []
         w_addr = w_left = 0
         w_busy = False
-        w_keep: Optional[object] = None
+        w_keep: Optional[Tuple[Any, int]] = None
 
         def prep_read(slot: int) -> None:
             nonlocal direct
@@ -572,7 +573,7 @@ class _UringCopier(_Copier):
         return self.sync.copy_rest(fd, first)
 
     @staticmethod
-    def _cbuf(data: bytes):  # -> (owner, address)
+    def _cbuf(data: bytes) -> Tuple[Any, int]:
         from ._uring import ffi
         cdata = ffi.from_buffer(data)
         return (cdata, int(ffi.cast("uintptr_t", cdata)))

@@ -216,7 +216,7 @@ class FileRef(NamedTuple):
     target: int
     sqe_flags: int
     fd: int
-    index: int  # -1 when not registered
+    slot: int  # in the registered file table; -1 when not registered
 
 
 class Ring:
@@ -336,11 +336,11 @@ class Ring:
 
     def detach_file(self, ref: FileRef) -> None:
         """Drop ``ref`` from the table (its requests must all be reaped)."""
-        if ref.index < 0:
+        if ref.slot < 0:
             return
         fds = ffi.new("int[1]", [-1])
-        lib.io_uring_register_files_update(self._ring, ref.index, fds, 1)
-        self._free_slots.append(ref.index)
+        lib.io_uring_register_files_update(self._ring, ref.slot, fds, 1)
+        self._free_slots.append(ref.slot)
 
     # -- submission ---------------------------------------------------------
 

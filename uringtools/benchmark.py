@@ -154,7 +154,7 @@ def run_once(cmd: Command) -> Measurement:
         cmd.after()
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd.argv)} exited with {proc.returncode}: "
-                           f"{stderr.decode('utf-8', 'replace').strip()[:300]}")
+                           f"{stderr.decode('utf-8', 'replace').strip()[-400:]}")
     calls = _our_calls(stderr) if cmd.ours else peer_calls
     return Measurement(wall, usage.ru_utime + usage.ru_stime, calls)
 

@@ -55,10 +55,7 @@ def test_symlink_at_destination_like_gnu(tmp_path: Path, engine: str, size: int)
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-@pytest.mark.parametrize("force", [False, pytest.param(True, marks=pytest.mark.xfail(
-    strict=True, reason="copytree._Walker.copy replaces a dangling symlink "
-    "destination under -f (dst_lst = None); GNU cp 9.1 refuses with -f too: "
-    "'not writing through dangling symlink', status 1"))])
+@pytest.mark.parametrize("force", [False, True])
 def test_dangling_symlink_at_destination_like_gnu(tmp_path: Path, engine: str,
                                                   force: bool) -> None:
     outcomes = {}

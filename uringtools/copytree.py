@@ -137,11 +137,11 @@ class _Walker:
             return
         if dst_lst is not None and stat.S_ISLNK(dst_lst.st_mode):
             if dst_st is None:
-                if not opt.force:
-                    self.fail("not writing through dangling symlink "
-                              f"{quote(dst)}")
-                    return
-                dst_lst = None   # -f: replace the dangling link itself
+                # GNU 9.1 refuses with -f too (only --remove-destination
+                # would replace the link itself)
+                self.fail("not writing through dangling symlink "
+                          f"{quote(dst)}")
+                return
             else:
                 target = os.path.realpath(dst)
         if not stat.S_ISREG(mode) and opt.recursive and not follow:

@@ -223,6 +223,42 @@ def test_verbose_like_gnu(tmp: Path) -> None:
     assert ucp("-v", "f", "g", cwd=tmp).stdout == b"'f' -> 'g'\n"
 
 
+def _operand_clash_tree(root: Path) -> None:
+    for d in ("a/s", "b/s", "c", "h", "q/x", "d", "g2"):
+        (root / d).mkdir(parents=True)
+    (root / "a/x").write_bytes(b"A\n")
+    (root / "b/x").write_bytes(b"B\n")
+    (root / "a/s/y").write_bytes(b"1\n")
+    (root / "b/s/y").write_bytes(b"2\n")
+    os.link(root / "b/x", root / "h/x")
+    (root / "c/x").symlink_to("/etc/hostname")
+    os.mkfifo(root / "g")
+    (root / "g2/g").symlink_to("/etc/hostname")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("args", [
+    "a/x b/x d", "-f a/x b/x a/x d", "-n a/x b/x d", "a/x ./a/x d",
+    "b/x h/x d", "-P a/x c/x d", "-P c/x a/x d", "-r b/x q/x d",
+    "-r q/x b/x d", "-r a/s b/s d", "-r a/s ./a/s/ d", "-rP g2/g g d",
+    "-rv a/s b/s a/x b/x d", "-t d a/x b/x"])
+def test_operands_with_one_destination_name_like_gnu(tmp: Path, engine: str,
+                                                     args: str) -> None:
+    """Two operands landing on one name: 'will not overwrite just-created',
+    'through just-created symlink', 'specified more than once', as GNU."""
+    results = {}
+    for who in ("gnu", "ours"):
+        root = tmp / who
+        _operand_clash_tree(root)
+        argv = [GNU_CP] if who == "gnu" else [URING_CP, "--engine", engine]
+        res = run([*argv, *args.split()], root)
+        results[who] = (res.returncode, res.stdout,
+                        res.stderr.replace(b"uring-cp:", b"cp:"),
+                        snapshot(root / "d"))
+    assert results["ours"] == results["gnu"]
+    no_temps(tmp)
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("redirect", [">&-", ">/dev/full"])
 @pytest.mark.parametrize("flags", ["", "-v"])

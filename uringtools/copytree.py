@@ -7,7 +7,8 @@ from __future__ import annotations
 import os
 import stat
 from stat import S_ISREG
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import (Callable, Dict, Iterator, List, Optional, Sequence,
+                    Set, Tuple)
 
 from .copy import (CopyOptions, FileCopier, FileJob, ProgressHandler,
                    ErrorHandler, UMASK, make_engine, quote)
@@ -78,6 +79,14 @@ class _Walker:
         self.on_total = on_total
         # (dst, src_st, created) for directories, children first
         self.dir_fixups: List[Tuple[str, os.stat_result, bool]] = []
+        #: GNU's src_info / dest_info, kept only for two or more operands:
+        #: top-level sources seen, and what top-level copies made at which
+        #: destination name ("file", "symlink" or "dir"). Names, not inodes:
+        #: a file job may not be renamed into place yet.
+        self.multi = False
+        self.src_seen: Set[Tuple[int, int, str, int, int]] = set()
+        self.dst_made: Dict[Tuple[int, int, str], str] = {}
+        self.on_warning: Optional[ErrorHandler] = None
 
     def fail(self, message: str) -> None:
         self.files.fail(message)
@@ -86,9 +95,67 @@ class _Walker:
         if self.on_verbose is not None:
             self.on_verbose(f"{quote(src)} -> {quote(dst)}")
 
+    def warn(self, message: str) -> None:
+        if self.on_warning is not None:
+            self.on_warning(message)
+
     def operands(self, pairs: List[Tuple[str, str]]) -> Iterator[FileJob]:
+        self.multi = len(pairs) > 1
         for src, dst in pairs:
             yield from self.copy(src, dst, top=True)
+
+    @staticmethod
+    def _entry(path: str) -> Optional[Tuple[int, int, str]]:
+        """A directory entry as GNU's same_name sees it: the directory's
+        device and inode, and the last name (None if it cannot be stat'ed)."""
+        head, tail = os.path.split(path.rstrip("/") or path)
+        try:
+            st = os.stat(head or ".")
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino, tail)
+
+    def _made(self, dst: str, kind: str) -> None:
+        """Remember what a top-level operand made at ``dst``."""
+        key = self._entry(dst)
+        if key is not None:
+            self.dst_made.setdefault(key, kind)
+
+    def _seen_before(self, src: str, src_st: os.stat_result) -> bool:
+        """GNU's 'specified more than once' check for a top-level source."""
+        entry = self._entry(src)
+        if entry is None:
+            return False
+        key = entry + (src_st.st_dev, src_st.st_ino)
+        if key in self.src_seen:
+            kind = "directory" if stat.S_ISDIR(src_st.st_mode) else "file"
+            self.warn(f"warning: source {kind} {quote(src)} specified more "
+                      "than once")
+            return True
+        self.src_seen.add(key)
+        return False
+
+    def _just_created(self, src: str, dst: str,
+                      src_st: os.stat_result) -> Optional[str]:
+        """What GNU does when a top-level copy lands on a name an earlier
+        operand created: None (go on), "" (skip quietly, -n) or a message."""
+        made = self.dst_made.get(self._entry(dst) or (0, 0, ""))
+        if made is None:
+            return None
+        if stat.S_ISDIR(src_st.st_mode):
+            if made == "dir":
+                return None
+            return (f"cannot overwrite non-directory {quote(dst)} "
+                    f"with directory {quote(src)}")
+        if made == "dir":
+            return None   # the usual 'cannot overwrite directory' check
+        if self.opt.no_clobber:
+            return ""
+        if made == "symlink" and stat.S_ISREG(src_st.st_mode):
+            return (f"will not copy {quote(src)} through just-created "
+                    f"symlink {quote(dst)}")
+        return (f"will not overwrite just-created {quote(dst)} with "
+                f"{quote(src)}")
 
     def copy(self, src: str, dst: str, top: bool,
              src_st: Optional[os.stat_result] = None) -> Iterator[FileJob]:
@@ -101,6 +168,47 @@ class _Walker:
             except OSError as exc:
                 self.fail(f"cannot stat {quote(src)}: {_err(exc)}")
                 return
+        mode = src_st.st_mode
+        if top and self.multi:
+            yield from self._operand(src, dst, src_st, follow)
+            return
+        yield from self._entry_copy(src, dst, top, src_st, follow)
+
+    def _operand(self, src: str, dst: str, src_st: os.stat_result,
+                 follow: bool) -> Iterator[FileJob]:
+        """One of several top-level operands: GNU's checks against the
+        operands before it, then the copy, remembered."""
+        mode = src_st.st_mode
+        if ((self.opt.recursive or not stat.S_ISDIR(mode))
+                and self._seen_before(src, src_st)):
+            return
+        refuse = self._just_created(src, dst, src_st)
+        if refuse is not None:
+            if refuse:
+                self.fail(refuse)
+            return
+        before = self.files.stats.errors
+        made = "file"
+        for job in self._entry_copy(src, dst, True, src_st, follow):
+            made = "job"
+            yield job
+        if stat.S_ISDIR(mode):
+            if os.path.isdir(dst) and not os.path.islink(dst):
+                self._made(dst, "dir")
+        elif made == "job":
+            # recorded even if the job fails later (it may be in flight):
+            # GNU, which knows, would copy the next operand there
+            self._made(dst, "file")
+        elif self.files.stats.errors == before and os.path.lexists(dst):
+            if os.path.islink(dst) and stat.S_ISLNK(mode):
+                self._made(dst, "symlink")
+            elif not stat.S_ISREG(mode):
+                self._made(dst, "file")
+
+    def _entry_copy(self, src: str, dst: str, top: bool,
+                    src_st: os.stat_result,
+                    follow: bool) -> Iterator[FileJob]:
+        opt = self.opt
         mode = src_st.st_mode
         if stat.S_ISDIR(mode):
             if not opt.recursive:
@@ -322,7 +430,8 @@ def copy_paths(sources: Sequence[str], dest: Optional[str], *,
                on_error: Optional[ErrorHandler] = None,
                on_verbose: Optional[VerboseHandler] = None,
                on_progress: Optional[ProgressHandler] = None,
-               on_total: Optional[TotalHandler] = None) -> bool:
+               on_total: Optional[TotalHandler] = None,
+               on_warning: Optional[ErrorHandler] = None) -> bool:
     """Copy ``sources`` to ``dest`` (or into ``target_directory``) like GNU cp.
 
     Args:
@@ -336,6 +445,9 @@ def copy_paths(sources: Sequence[str], dest: Optional[str], *,
         on_verbose: called with each ``'a' -> 'b'`` line (``-v``).
         on_progress: called with the bytes copied since the last call.
         on_total: called with the size of each regular file found.
+        on_warning: called with GNU's warnings (``warning: source file 'a'
+            specified more than once``), which do not fail the copy;
+            ``on_error`` when omitted.
 
     Returns:
         True when everything was copied.
@@ -355,6 +467,7 @@ def copy_paths(sources: Sequence[str], dest: Optional[str], *,
                          options.queue_depth)
     stats.start()
     walker = _Walker(options, files, on_verbose, on_total)
+    walker.on_warning = on_warning or on_error
     try:
         try:
             pairs = plan_operands(sources, dest, target_directory,

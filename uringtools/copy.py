@@ -15,6 +15,8 @@ GNU's checks live in :mod:`uringtools.copytree`.
 from __future__ import annotations
 
 import errno
+import fcntl
+import mmap
 import os
 import stat
 from collections import deque
@@ -83,7 +85,8 @@ class CopyOptions:
                  force: bool = False, verbose: bool = False,
                  sparse: str = "auto", fsync: bool = False,
                  engine: str = "uring", block_size: int = DEFAULT_BLOCK_SIZE,
-                 queue_depth: int = DEFAULT_QUEUE_DEPTH) -> None:
+                 queue_depth: int = DEFAULT_QUEUE_DEPTH,
+                 direct: bool = False) -> None:
         self.recursive = recursive
         self.preserve = preserve          # -p: mode, ownership, timestamps
         self.dereference = dereference    # -L True, -P False, None: GNU default
@@ -95,6 +98,7 @@ class CopyOptions:
         self.engine = engine
         self.block_size = block_size
         self.queue_depth = queue_depth
+        self.direct = direct              # O_DIRECT reads of the sources
 
     def __repr__(self) -> str:
         return f"CopyOptions({self.__dict__!r})"
@@ -152,6 +156,23 @@ def _umask() -> int:
 
 UMASK = _umask()
 
+#: offsets, lengths and buffer addresses of O_DIRECT reads are multiples of this
+DIRECT_ALIGN = 4096
+
+
+def _count(stats: Stats, key: str) -> None:
+    stats.extra[key] = stats.extra.get(key, 0) + 1
+
+
+def _drop_direct(fd: int, stats: Stats) -> bool:
+    """Read the rest of ``fd`` through the page cache; True if it was direct."""
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    if flags & os.O_DIRECT:
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_DIRECT)
+        _count(stats, "direct_fallbacks")
+        return True
+    return False
+
 
 # -- per-file set-up and finish, shared by both engines -----------------------
 
@@ -179,7 +200,7 @@ class FileCopier:
     def open(self, job: FileJob) -> bool:
         """Open the source and create the temporary; False (reported) on error."""
         try:
-            job.fd_in = os.open(job.src, os.O_RDONLY | os.O_CLOEXEC)
+            job.fd_in = self._open_source(job)
         except OSError as exc:
             self.fail(f"cannot open {quote(job.src)} for reading: "
                       f"{_strerror(exc)}")
@@ -200,6 +221,23 @@ class FileCopier:
         if not job.in_place:
             job.extents = self._extents(job)
         return True
+
+    def _open_source(self, job: FileJob) -> int:
+        """--direct: regular sources with O_DIRECT where the filesystem
+        allows it (EINVAL: counted as direct_refused, read cached)."""
+        flags = os.O_RDONLY | os.O_CLOEXEC
+        if (self.options.direct and not job.in_place
+                and fdio.is_positional(job.src_st)):
+            try:
+                fd = os.open(job.src, flags | os.O_DIRECT)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                _count(self.stats, "direct_refused")
+            else:
+                _count(self.stats, "direct_files")
+                return fd
+        return os.open(job.src, flags)
 
     def _create_temp(self, job: FileJob) -> None:
         head, tail = os.path.split(job.target)
@@ -366,7 +404,8 @@ class SyncEngine:
         self.files = files
         self.stats = files.stats
         self.bs = block_size
-        self.buf = bytearray(block_size)
+        # an anonymous mmap is page aligned: O_DIRECT reads can land in it
+        self.buf = mmap.mmap(-1, block_size)
         self.view = memoryview(self.buf)
         self.zero = bytes(block_size)
 
@@ -429,13 +468,23 @@ class SyncEngine:
         stats, bs, buf, view = self.stats, self.bs, self.buf, self.view
         always = self.files.options.sparse == "always"
         job.size = job.size  # the length stat gave; a shrinking file ends early
+        direct = self.files.options.direct and bool(
+            fcntl.fcntl(job.fd_in, fcntl.F_GETFL) & os.O_DIRECT)
         for start, length in list(job.extents):
             off, end = start, start + length
             while off < end:
                 want = min(bs, end - off)
+                if direct and (off % DIRECT_ALIGN or want % DIRECT_ALIGN):
+                    _drop_direct(job.fd_in, stats)   # an unaligned tail
+                    direct = False
                 try:
                     n = os.preadv(job.fd_in, [view[:want]], off)
                 except OSError as exc:
+                    if direct and exc.errno == errno.EINVAL:
+                        _drop_direct(job.fd_in, stats)  # refused after all
+                        direct = False
+                        stats.resubmissions += 1
+                        continue
                     job.failure = _read_error(job, exc.errno or errno.EIO)
                     return
                 stats.count_syscall("pread")
@@ -477,7 +526,8 @@ _K_READ, _K_WRITE, _K_CLOSE = 0, 1, 2
 class _Active:
     """A file in flight in the ring."""
 
-    __slots__ = ("job", "src", "dst", "chunks", "retry", "pending", "done")
+    __slots__ = ("job", "src", "dst", "chunks", "retry", "pending", "done",
+                 "direct")
 
     def __init__(self, job: FileJob, src: FileRef, dst: FileRef,
                  bs: int) -> None:
@@ -488,6 +538,7 @@ class _Active:
         self.retry: Deque[Tuple[int, int]] = deque()
         self.pending = 0          # slots busy for this file
         self.done = False         # no more chunks to issue
+        self.direct = False       # reading with O_DIRECT (set by the engine)
 
     def next_chunk(self) -> Optional[Tuple[int, int]]:
         if self.retry:
@@ -564,13 +615,16 @@ class UringEngine:
         if self.chains is None:
             self.chains = BatchCopier(self.files, self.sync.copy_one)
         chains = self.chains
+        # --direct: every file takes the chunked path (the whole-file chains
+        # read through the page cache)
+        direct_off = not self.files.options.direct
         it = iter(jobs)
         stash: List[FileJob] = []
 
         def plain(first: FileJob) -> Iterator[FileJob]:
             yield first
             for job in it:
-                if chains.takes(job) and chains.ready():
+                if direct_off and chains.takes(job) and chains.ready():
                     stash.append(job)
                     return
                 yield job
@@ -584,7 +638,7 @@ class UringEngine:
                         break
                     else:
                         break
-                if chains.takes(job) and chains.ready():
+                if direct_off and chains.takes(job) and chains.ready():
                     chains.add(job)
                     continue
                 chains.drain()
@@ -624,6 +678,9 @@ class UringEngine:
         more = True
 
         def issue(a: _Active, s: int, off: int, length: int) -> None:
+            if a.direct and (off % DIRECT_ALIGN or length % DIRECT_ALIGN):
+                _drop_direct(a.job.fd_in, stats)   # an unaligned tail
+                a.direct = False
             if ring.room < 2:
                 ring.submit()
             s_file[s] = a
@@ -721,6 +778,9 @@ class UringEngine:
                         src = FileRef(job.fd_in, 0, job.fd_in, -1)
                         dst = FileRef(job.fd_out, 0, job.fd_out, -1)
                     a = _Active(job, src, dst, self.bs)
+                    if files.options.direct:
+                        a.direct = bool(fcntl.fcntl(job.fd_in, fcntl.F_GETFL)
+                                        & os.O_DIRECT)
                     active.append(a)
                     # give it a first chunk now, so small files pack the ring
                     chunk = a.next_chunk()
@@ -781,6 +841,12 @@ class UringEngine:
                         rres = s_rres[s]
                         assert rres is not None
                         if rres < 0:
+                            if rres == -errno.EINVAL and a.direct:
+                                # the filesystem refuses this direct read
+                                _drop_direct(job.fd_in, stats)
+                                a.direct = False
+                                reread(s)
+                                continue
                             if rres in _TRANSIENT and job.failure is None:
                                 reread(s)
                                 continue

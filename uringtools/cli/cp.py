@@ -156,6 +156,10 @@ def _build_command() -> Any:
     @click.option("--fsync", is_flag=True,
                   help="flush each file before renaming it into place, and its "
                        "directory after")
+    @click.option("--direct", is_flag=True,
+                  help="read sources with O_DIRECT into the aligned buffers "
+                       "(no page cache); unaligned tails and filesystems that "
+                       "refuse it fall back to cached reads")
     @click.option("--progress/--no-progress", default=None,
                   help="show a progress bar on stderr [default: on a terminal, "
                        "for large jobs]")
@@ -165,8 +169,8 @@ def _build_command() -> Any:
                    deref: Optional[str], no_clobber: bool, preserve: bool,
                    preserve_long: bool, recursive: bool, sparse: str,
                    target_directory: Optional[str], no_target_directory: bool,
-                   verbose: bool, fsync: bool, progress: Optional[bool],
-                   settings: Settings) -> None:
+                   verbose: bool, fsync: bool, direct: bool,
+                   progress: Optional[bool], settings: Settings) -> None:
         """Copy SOURCE to DEST, or multiple SOURCE(s) to DIRECTORY, through
         io_uring. Each file is written to a temporary beside its destination and
         renamed into place only when complete.
@@ -181,7 +185,8 @@ def _build_command() -> Any:
                       preserve_long=preserve_long, recursive=recursive,
                       sparse=sparse, target_directory=target_directory,
                       no_target_directory=no_target_directory, verbose=verbose,
-                      fsync=fsync, progress=progress, settings=settings)
+                      fsync=fsync, progress=progress, settings=settings,
+                      direct=direct)
 
     _COMMAND = cp_command
     return cp_command
@@ -200,7 +205,7 @@ def run_cp(operands: Sequence[str], *, archive: bool = False,
            sparse: str = "auto", target_directory: Optional[str] = None,
            no_target_directory: bool = False, verbose: bool = False,
            fsync: bool = False, progress: Optional[bool] = None,
-           settings: Optional[Settings] = None) -> None:
+           settings: Optional[Settings] = None, direct: bool = False) -> None:
     """Run uring-cp with parsed options; exits with GNU's status."""
     settings = settings if settings is not None else Settings()
     reporter = Reporter(PROG)
@@ -233,7 +238,8 @@ def run_cp(operands: Sequence[str], *, archive: bool = False,
             recursive=recursive or archive, preserve=preserve or preserve_long
             or archive, dereference=dereference, no_clobber=no_clobber,
             force=force, verbose=verbose, sparse=sparse, fsync=fsync,
-            block_size=settings.block_size, queue_depth=settings.queue_depth)
+            block_size=settings.block_size, queue_depth=settings.queue_depth,
+            direct=direct)
 
         show = progress
         if show is None:
@@ -260,6 +266,7 @@ def run_cp(operands: Sequence[str], *, archive: bool = False,
                               no_target_directory=no_target_directory,
                               stats=stats,
                               on_error=lambda msg: reporter.error(None, msg),
+                              on_warning=reporter.say,
                               on_verbose=on_verbose, **extra)
 
         try:

@@ -210,12 +210,16 @@ def _build_command() -> Any:
                   help="exit non-zero for improperly formatted checksum lines")
     @click.option("-w", "--warn", "verbosity", flag_value="warn",
                   help="warn about improperly formatted checksum lines")
+    @click.option("--direct", is_flag=True,
+                  help="read files with O_DIRECT into the aligned buffers "
+                       "(no page cache); unaligned tails and filesystems that "
+                       "refuse it fall back to cached reads")
     @click.argument("files", nargs=-1)
     @engine_options
     def hash_command(files: Tuple[str, ...], algorithm: str,
                      length: Optional[str], mode: Optional[str], check: bool,
                      tag: bool, zero: bool, ignore_missing: bool,
-                     verbosity: Optional[str], strict: bool,
+                     verbosity: Optional[str], strict: bool, direct: bool,
                      settings: Settings) -> None:
         """Print or check checksums of FILE(s), read through io_uring.
 
@@ -224,7 +228,7 @@ def _build_command() -> Any:
         run_hash(files, algorithm=algorithm, length=length, mode=mode,
                  check=check, tag=tag, zero=zero,
                  ignore_missing=ignore_missing, verbosity=verbosity,
-                 strict=strict, settings=settings)
+                 strict=strict, settings=settings, direct=direct)
 
     _COMMAND = hash_command
     return hash_command
@@ -240,7 +244,8 @@ def run_hash(files: Sequence[str], *, algorithm: str = DEFAULT_ALGORITHM,
              length: Optional[str] = None, mode: Optional[str] = None,
              check: bool = False, tag: bool = False, zero: bool = False,
              ignore_missing: bool = False, verbosity: Optional[str] = None,
-             strict: bool = False, settings: Optional[Settings] = None) -> None:
+             strict: bool = False, settings: Optional[Settings] = None,
+             direct: bool = False) -> None:
     """Run uring-hash on ``files`` and exit with GNU sha256sum's status."""
     settings = settings if settings is not None else Settings()
     # as GNU: the last of --quiet, --status and --warn wins
@@ -298,13 +303,15 @@ def run_hash(files: Sequence[str], *, algorithm: str = DEFAULT_ALGORITHM,
                 return hash_files(hnames, algo.name, bits=bits, engine=engine,
                                   block_size=settings.block_size,
                                   queue_depth=settings.queue_depth,
-                                  stats=stats, lengths=lengths)
+                                  stats=stats, lengths=lengths,
+                                  direct=direct)
             return run
 
         def work_hash(engine: str) -> None:
             results = hash_files(names, algo.name, bits=bits, engine=engine,
                                  block_size=settings.block_size,
-                                 queue_depth=settings.queue_depth, stats=stats)
+                                 queue_depth=settings.queue_depth, stats=stats,
+                                 direct=direct)
             with contextlib.closing(results):
                 for result in results:
                     if result.digest is None:

@@ -378,3 +378,127 @@ def test_gnu_accepts_our_output_for_every_size(data: Path, tmp_path: Path) -> No
     (tmp_path / "ours.sum").write_bytes(listing)
     g = gnu("sha256sum", ["-c", "--strict", "ours.sum"], tmp_path)
     assert g.returncode == 0 and g.stdout.count(b": OK\n") == len(SIZES)
+
+
+# -- --progress ---------------------------------------------------------------
+
+def test_progress_forced_on_without_a_tty(data: Path) -> None:
+    """--progress with stderr a pipe: the same digests, messages and status."""
+    args = ["-a", "md5", *SIZES, "nope", "sub", "big"]
+    plain = ours(args, data)
+    for flag in ("--progress", "--no-progress"):
+        o = ours([flag, *args], data)
+        assert o.stdout == plain.stdout
+        assert o.stderr == plain.stderr
+        assert o.returncode == plain.returncode == 1
+    for flag in ("--progress", "--no-progress"):   # stdin and one file
+        o = ours([flag, "-", "big"], data, stdin=b"x" * (BS + 1))
+        assert o.stdout == ours(["-", "big"], data, stdin=b"x" * (BS + 1)).stdout
+        assert o.returncode == 0
+
+
+def test_progress_forced_on_in_check_mode(data: Path, tmp_path: Path) -> None:
+    sums = ours([str(data / n) for n in SIZES], data).stdout
+    bad = sums.replace(b"  " + str(data / "s1").encode(),
+                       b"  " + str(data / "s0").encode())
+    (tmp_path / "good.sum").write_bytes(sums)
+    (tmp_path / "bad.sum").write_bytes(bad + b"junk line\n")
+    for args in (["good.sum"], ["bad.sum", "good.sum"], ["--quiet", "bad.sum"],
+                 ["--status", "good.sum"], ["-w", "bad.sum"]):
+        plain = ours(["-c", *args], tmp_path)
+        for flag in ("--progress", "--no-progress"):
+            o = ours([flag, "-c", *args], tmp_path)
+            assert (o.stdout, o.stderr, o.returncode) == (
+                plain.stdout, plain.stderr, plain.returncode), args
+
+
+def test_library_progress_counts_every_byte(data: Path) -> None:
+    """on_progress gets the real byte counts, from several threads at once."""
+    import threading
+
+    names = [str(data / n) for n in SIZES] * 3 + [str(data / "nope")]
+    size = sum(Path(n).stat().st_size for n in names[:-1])
+    for engine in ("uring", "sync"):
+        lock = threading.Lock()
+        seen: List[int] = []
+        callers = set()
+
+        def on_progress(n: int) -> None:
+            with lock:
+                seen.append(n)
+                callers.add(threading.get_ident())
+
+        results = list(hash_files(names, "md5", engine=engine, threads=3,
+                                  on_progress=on_progress))
+        assert sum(seen) == size
+        assert all(0 < n <= BS for n in seen)
+        assert len(callers) > 1
+        assert [r.digest is not None for r in results] == [True] * (len(names) - 1) + [False]
+
+
+def _stderr_on_a_tty(args: Sequence[str], cwd: Path,
+                     ) -> "subprocess.CompletedProcess[bytes]":
+    """Run uring-hash with stderr on a pseudo-terminal (stdout a pipe);
+    the CompletedProcess's stderr is what the terminal received."""
+    import fcntl
+    import struct
+    import termios
+    import threading
+
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    env = {k: v for k, v in ENV.items()
+           if k not in ("FORCE_TERMINAL", "TTY_COMPATIBLE", "TTY_INTERACTIVE",
+                        "NO_COLOR", "COLUMNS", "LINES")}
+    env["TERM"] = "xterm-256color"
+    got = bytearray()
+
+    def drain() -> None:
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:   # EIO: every slave end is closed
+                return
+            if not chunk:
+                return
+            got.extend(chunk)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    try:
+        proc = subprocess.run([*UH, *args], cwd=cwd, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=slave, env=env,
+                              timeout=120)
+    finally:
+        os.close(slave)
+        reader.join(30)
+        os.close(master)
+    return subprocess.CompletedProcess(proc.args, proc.returncode,
+                                       proc.stdout, bytes(got))
+
+
+def test_progress_bar_on_a_tty_for_large_jobs_only(data: Path,
+                                                   tmp_path: Path) -> None:
+    from uringtools.cli.progress import AUTO_BYTES
+
+    large = tmp_path / "large"
+    with open(large, "wb") as f:          # sparse: quick to make and to read
+        f.truncate(AUTO_BYTES + BS)
+    plain = ours(["-a", "md5", str(large), "s1"], data)
+    assert plain.returncode == 0 and plain.stderr == b""
+
+    o = _stderr_on_a_tty(["-a", "md5", str(large), "s1"], data)
+    assert (o.stdout, o.returncode) == (plain.stdout, 0)
+    assert b"hashing" in o.stderr          # the bar was drawn ...
+    assert b"\x1b[?25h" in o.stderr        # ... and the cursor given back
+
+    small = ["-a", "md5", "big", "s1"]
+    for args, stdout in ((small, ours(small, data).stdout),
+                         (["--no-progress", "-a", "md5", str(large), "s1"],
+                          plain.stdout)):
+        o = _stderr_on_a_tty(args, data)
+        assert (o.stdout, o.returncode) == (stdout, 0)
+        assert o.stderr == b"", args
+
+    o = _stderr_on_a_tty(["--progress", "-a", "md5", "s1"], data)  # forced
+    assert o.returncode == 0 and b"hashing" in o.stderr

@@ -22,7 +22,8 @@ import os
 import stat
 import threading
 import time
-from typing import Any, Callable, Iterator, List, NamedTuple, Optional, Sequence
+from typing import (Any, Callable, Generator, List, NamedTuple, Optional,
+                    Sequence)
 
 from . import fdio
 from .ring import (OP_POLL_ADD, OP_READ, OP_READ_FIXED, SQE_ASYNC, SQE_IO_LINK,
@@ -177,6 +178,8 @@ class _Reader:
     digest_bytes: int = 0
     #: open named files with O_DIRECT (--direct)
     direct: bool = False
+    #: called with each block's byte count once it is digested
+    on_progress: Optional[Callable[[int], None]] = None
 
     def feed(self, fd: int, st: os.stat_result, h: Any,
              cancelled: Callable[[], bool]) -> int:
@@ -195,6 +198,8 @@ class _Reader:
         h.update(view)
         self.digest_s += time.perf_counter() - t0
         self.digest_bytes += len(view)
+        if self.on_progress is not None:
+            self.on_progress(len(view))
 
 
 class _SyncReader(_Reader):
@@ -519,6 +524,7 @@ class _Worker(threading.Thread):
             self.reader = _make_reader(pool.engine, pool.block_size,
                                        pool.depth, self.stats, pool.async_reads)
             self.reader.direct = pool.direct
+            self.reader.on_progress = pool.on_progress
         except BaseException as exc:  # UringUnavailable, MemoryError, ...
             self.setup_error = exc
             self.ready.set()
@@ -560,6 +566,7 @@ class _Pool:
         self.engine, self.block_size, self.depth = engine, block_size, depth
         self.async_reads = async_reads
         self.direct = False
+        self.on_progress: Optional[Callable[[int], None]] = None
         self._jobs = iter(jobs)
         self._lock = threading.Lock()
         self.done = threading.Condition(self._lock)
@@ -599,7 +606,8 @@ def hash_files(names: Sequence[str], algorithm: str = DEFAULT_ALGORITHM, *,
                stats: Optional[Stats] = None,
                lengths: Optional[Sequence[Optional[int]]] = None,
                direct: bool = False,
-               ) -> Iterator[HashResult]:
+               on_progress: Optional[Callable[[int], None]] = None,
+               ) -> Generator[HashResult, None, None]:
     """Digest ``names`` ('-' is stdin); yield the results in argument order.
 
     Every ring is set up (and io_uring refusal raised) before the first
@@ -624,6 +632,9 @@ def hash_files(names: Sequence[str], algorithm: str = DEFAULT_ALGORITHM, *,
             filesystems that refuse O_DIRECT fall back to cached reads
             (``direct_files`` / ``direct_fallbacks`` / ``direct_refused`` in
             ``stats.extra``).
+        on_progress: called with the byte count of each block as it is
+            digested (bytes read, never an estimate), from the worker
+            threads as well as the calling one, so it must be thread-safe.
         stats: counters to fill; worker Stats are merged into it at the end,
             with ``digest_threads``, ``digest_bytes`` and
             ``digest_bytes_per_s`` in ``stats.extra``.
@@ -655,10 +666,12 @@ def hash_files(names: Sequence[str], algorithm: str = DEFAULT_ALGORITHM, *,
             main_reader = _make_reader(engine, block_size, queue_depth, stats,
                                        async_reads)
             main_reader.direct = direct
+            main_reader.on_progress = on_progress
         if nworkers:
             pool = _Pool(names, files, algo, bits, lengths, engine, block_size,
                          queue_depth, async_reads)
             pool.direct = direct
+            pool.on_progress = on_progress
             for _ in range(nworkers):
                 worker = _Worker(pool)
                 workers.append(worker)

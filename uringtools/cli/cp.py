@@ -4,18 +4,20 @@ nothing is lost when a copy fails or is interrupted."""
 from __future__ import annotations
 
 import os
-import stat
 import sys
-from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
+from typing import (TYPE_CHECKING, Any, Callable, Dict, List, NoReturn,
+                    Optional, Sequence, Tuple)
 
 from ..copy import CopyOptions, quote
 from ..stats import Stats
 from .common import (Reporter, Settings, emit_stats, guard_std_fds, run_main,
                      with_engine)
+from .progress import open_bar, operand_bytes, wanted
+
+if TYPE_CHECKING:
+    from .ui import ProgressBar
 
 PROG = "uring-cp"
-#: --progress defaults to on (on a terminal) from this many bytes
-PROGRESS_AUTO_BYTES = 256 << 20
 
 
 def _usage(reporter: Reporter, message: str) -> NoReturn:
@@ -25,48 +27,6 @@ def _usage(reporter: Reporter, message: str) -> NoReturn:
     except OSError:
         pass
     raise SystemExit(1)
-
-
-class _Bar:
-    """A rich progress bar on stderr; rich is imported only here."""
-
-    def __init__(self, total: int) -> None:
-        from rich.console import Console
-        from rich.progress import (BarColumn, DownloadColumn, Progress,
-                                   TransferSpeedColumn, TimeRemainingColumn)
-
-        self.progress = Progress(
-            "[progress.description]{task.description}", BarColumn(),
-            DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
-            console=Console(stderr=True), redirect_stdout=False,
-            redirect_stderr=False, transient=True)
-        self.task = self.progress.add_task("copying", total=total or None)
-        self.found = 0
-        self.progress.start()
-
-    def advance(self, n: int) -> None:
-        self.progress.advance(self.task, n)
-
-    def add_total(self, n: int) -> None:
-        self.found += n
-        task = self.progress.tasks[0]
-        if task.total is None or self.found > task.total:
-            self.progress.update(self.task, total=self.found)
-
-    def close(self) -> None:
-        self.progress.stop()
-
-
-def _operand_bytes(names: Tuple[str, ...]) -> int:
-    total = 0
-    for name in names:
-        try:
-            st = os.stat(name)
-        except OSError:
-            continue
-        if stat.S_ISREG(st.st_mode):
-            total += st.st_size
-    return total
 
 
 class _VerboseOut:
@@ -126,6 +86,7 @@ def _build_command() -> Any:
     import click
 
     from .common import engine_options
+    from .progress import progress_option
 
     @click.command(name="cp", context_settings={"help_option_names": ["--help"]})
     @click.option("-a", "--archive", is_flag=True, help="same as -dR --preserve=all")
@@ -160,9 +121,7 @@ def _build_command() -> Any:
                   help="read sources with O_DIRECT into the aligned buffers "
                        "(no page cache); unaligned tails and filesystems that "
                        "refuse it fall back to cached reads")
-    @click.option("--progress/--no-progress", default=None,
-                  help="show a progress bar on stderr [default: on a terminal, "
-                       "for large jobs]")
+    @progress_option
     @click.argument("operands", nargs=-1)
     @engine_options
     def cp_command(operands: Tuple[str, ...], archive: bool, force: bool,
@@ -217,6 +176,8 @@ def run_cp(operands: Sequence[str], *, archive: bool = False,
         if target_directory is not None and no_target_directory:
             reporter.fail("cannot combine --target-directory (-t) and "
                           "--no-target-directory (-T)")
+        sources: Sequence[str]
+        dest: Optional[str]
         if target_directory is not None:
             sources, dest = operands, None
             if not sources:
@@ -241,11 +202,8 @@ def run_cp(operands: Sequence[str], *, archive: bool = False,
             block_size=settings.block_size, queue_depth=settings.queue_depth,
             direct=direct)
 
-        show = progress
-        if show is None:
-            show = (os.isatty(2)
-                    and _operand_bytes(sources) >= PROGRESS_AUTO_BYTES)
-        bar: Optional[_Bar] = None
+        show = wanted(progress, lambda: operand_bytes(sources))
+        bar: Optional[ProgressBar] = None
         on_verbose: Optional[Callable[[str], None]] = None
         out: Optional[_VerboseOut] = None
         if verbose:
@@ -257,7 +215,7 @@ def run_cp(operands: Sequence[str], *, archive: bool = False,
             assert settings is not None
             options.engine = engine
             if show and bar is None:
-                bar = _Bar(0)
+                bar = open_bar("copying")
             extra: Any = {}
             if bar is not None:
                 extra = {"on_progress": bar.advance, "on_total": bar.add_total}

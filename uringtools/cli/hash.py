@@ -6,17 +6,27 @@ import contextlib
 import errno
 import os
 import sys
-from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import (TYPE_CHECKING, Any, Callable, Generator, List, NamedTuple,
+                    Optional, Sequence, Tuple)
 
 from .. import fdio
 from ..checkfile import CheckLine, CheckParser, format_line, format_status, quotef
-from ..hashing import (ALGORITHMS, DEFAULT_ALGORITHM, Algorithm, MissingExtra,
-                       get_algorithm, hash_files, probe)
+from ..hashing import (ALGORITHMS, DEFAULT_ALGORITHM, Algorithm, HashResult,
+                       MissingExtra, get_algorithm, hash_files, probe)
 from ..stats import Stats
 from .common import (Reporter, Settings, emit_stats, guard_std_fds, run_main,
                      with_engine)
+from .progress import open_bar, operand_bytes, wanted
+
+if TYPE_CHECKING:
+    from .ui import ProgressBar
 
 PROG = "uring-hash"
+
+#: hash_files' results, closed early when the consumer stops
+Results = Generator[HashResult, None, None]
+#: run(names, lengths): hash the named files, BLAKE2 lengths per name
+RunHash = Callable[[List[str], List[Optional[int]]], Results]
 
 
 class _StdoutFailed(Exception):
@@ -79,9 +89,13 @@ def _read_check_lines(name: str, reporter: Reporter) -> Optional[List[bytes]]:
         return None
 
 
+def _no_results() -> Results:
+    yield from ()
+
+
 def verify(checkfile: str, parser: CheckParser, algo: Algorithm,
            opts: CheckOptions, reporter: Reporter,
-           run: Callable[[List[str], List[Optional[int]]], object]) -> bool:
+           run: RunHash) -> bool:
     """Check every line of one check file, printing as GNU sha256sum -c does.
 
     ``run(names, lengths)`` hashes the named files and yields HashResults
@@ -104,10 +118,9 @@ def verify(checkfile: str, parser: CheckParser, algo: Algorithm,
     entries = [line for _, line in tally.lines if line is not None]
     names = [os.fsdecode(line.name) for line in entries]
     lengths: List[Optional[int]] = [line.bits for line in entries]
-    results = (run(names, lengths) if entries
-               else (r for r in ()))  # type: ignore[var-annotated]
+    results = run(names, lengths) if entries else _no_results()
     # report in line order, so stderr interleaves as GNU's does
-    with contextlib.closing(results):  # type: ignore[type-var]
+    with contextlib.closing(results):
         for number, line in tally.lines:
             if line is None:
                 tally.misformatted += 1
@@ -139,7 +152,7 @@ def verify(checkfile: str, parser: CheckParser, algo: Algorithm,
             and (not opts.strict or tally.misformatted == 0))
 
 
-def _report_line(line: CheckLine, result, opts: CheckOptions,  # type: ignore[no-untyped-def]
+def _report_line(line: CheckLine, result: HashResult, opts: CheckOptions,
                  reporter: Reporter, tally: _Tally) -> None:
     if result.digest is None:
         exc = result.error
@@ -181,6 +194,7 @@ def _build_command() -> Any:
     import click
 
     from .common import engine_options
+    from .progress import progress_option
 
     @click.command(name="hash", context_settings={"help_option_names": ["--help"]})
     @click.option("-a", "--algorithm", default=DEFAULT_ALGORITHM, show_default=True,
@@ -214,13 +228,14 @@ def _build_command() -> Any:
                   help="read files with O_DIRECT into the aligned buffers "
                        "(no page cache); unaligned tails and filesystems that "
                        "refuse it fall back to cached reads")
+    @progress_option
     @click.argument("files", nargs=-1)
     @engine_options
     def hash_command(files: Tuple[str, ...], algorithm: str,
                      length: Optional[str], mode: Optional[str], check: bool,
                      tag: bool, zero: bool, ignore_missing: bool,
                      verbosity: Optional[str], strict: bool, direct: bool,
-                     settings: Settings) -> None:
+                     progress: Optional[bool], settings: Settings) -> None:
         """Print or check checksums of FILE(s), read through io_uring.
 
         With no FILE, or when FILE is -, read standard input.
@@ -228,7 +243,8 @@ def _build_command() -> Any:
         run_hash(files, algorithm=algorithm, length=length, mode=mode,
                  check=check, tag=tag, zero=zero,
                  ignore_missing=ignore_missing, verbosity=verbosity,
-                 strict=strict, settings=settings, direct=direct)
+                 strict=strict, settings=settings, direct=direct,
+                 progress=progress)
 
     _COMMAND = hash_command
     return hash_command
@@ -245,7 +261,7 @@ def run_hash(files: Sequence[str], *, algorithm: str = DEFAULT_ALGORITHM,
              check: bool = False, tag: bool = False, zero: bool = False,
              ignore_missing: bool = False, verbosity: Optional[str] = None,
              strict: bool = False, settings: Optional[Settings] = None,
-             direct: bool = False) -> None:
+             direct: bool = False, progress: Optional[bool] = None) -> None:
     """Run uring-hash on ``files`` and exit with GNU sha256sum's status."""
     settings = settings if settings is not None else Settings()
     # as GNU: the last of --quiet, --status and --warn wins
@@ -298,20 +314,43 @@ def run_hash(files: Sequence[str], *, algorithm: str = DEFAULT_ALGORITHM,
                     reporter.error("-", "Bad file descriptor")
             names = [name for name in names if name != "-"]
 
-        def run_for(engine: str) -> Callable[[List[str], List[Optional[int]]], object]:
-            def run(hnames: List[str], lengths: List[Optional[int]]) -> object:
+        bar: Optional[ProgressBar] = None
+
+        def progress_for(hnames: List[str]) -> Optional[Callable[[int], None]]:
+            """The bar's callback for hashing ``hnames`` (sized by their
+            regular files), opening the bar if this job wants one."""
+            nonlocal bar
+            job = 0
+
+            def job_bytes() -> int:
+                nonlocal job
+                job = operand_bytes(hnames)
+                return job
+
+            if bar is None:
+                if not wanted(progress, job_bytes):
+                    return None
+                bar = open_bar("hashing")
+            bar.add_total(job or operand_bytes(hnames))
+            return bar.advance
+
+        def run_for(engine: str) -> RunHash:
+            def run(hnames: List[str], lengths: List[Optional[int]]) -> Results:
                 return hash_files(hnames, algo.name, bits=bits, engine=engine,
                                   block_size=settings.block_size,
                                   queue_depth=settings.queue_depth,
                                   stats=stats, lengths=lengths,
-                                  direct=direct)
+                                  direct=direct,
+                                  on_progress=progress_for(hnames))
             return run
+
+        on_progress = None if check else progress_for(names)
 
         def work_hash(engine: str) -> None:
             results = hash_files(names, algo.name, bits=bits, engine=engine,
                                  block_size=settings.block_size,
                                  queue_depth=settings.queue_depth, stats=stats,
-                                 direct=direct)
+                                 direct=direct, on_progress=on_progress)
             with contextlib.closing(results):
                 for result in results:
                     if result.digest is None:
@@ -345,6 +384,9 @@ def run_hash(files: Sequence[str], *, algorithm: str = DEFAULT_ALGORITHM,
                         work_check if check else work_hash)
         except _StdoutFailed as exc:
             reporter.error(None, f"write error: {exc.reason}")
+        finally:
+            if bar is not None:
+                bar.close()
         if 0 in closed and "-" in (list(files) or ["-"]):
             # as GNU's close_stdin at exit
             reporter.error("standard input", "Bad file descriptor")

@@ -1,8 +1,13 @@
-"""Everything rich: the --stats table. Imported only when it is needed."""
+"""Everything rich: the --stats table and the --progress bar. Imported only
+when one of them is shown."""
 
 from __future__ import annotations
 
+import threading
+
 from rich.console import Console
+from rich.progress import (BarColumn, DownloadColumn, Progress,
+                           TimeRemainingColumn, TransferSpeedColumn)
 from rich.table import Table
 
 from ..stats import Stats
@@ -67,3 +72,42 @@ def print_stats_table(stats: Stats) -> None:
     row("syscalls made (I/O)", f"{made:,}")
     row("a read/write loop would make", f"{classic:,}")
     console.print(table)
+
+
+class ProgressBar:
+    """A transient byte-count bar on stderr, fed with the bytes the pipeline
+    reports; :meth:`advance` and :meth:`add_total` may be called from any
+    thread."""
+
+    def __init__(self, description: str, total: int = 0) -> None:
+        self._lock = threading.Lock()
+        console = Console(stderr=True)
+        # a transient bar cannot be erased from a file or a pipe: there it
+        # draws nothing (not even rich's closing blank line)
+        self.progress = Progress(
+            "[progress.description]{task.description}", BarColumn(),
+            DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+            console=console, redirect_stdout=False, redirect_stderr=False,
+            transient=True, disable=not console.is_terminal)
+        self.task = self.progress.add_task(description, total=total or None)
+        self.total = total
+        self.found = 0
+        self.progress.start()
+
+    def advance(self, n: int) -> None:
+        """``n`` more bytes done."""
+        with self._lock:
+            self.progress.advance(self.task, n)
+
+    def add_total(self, n: int) -> None:
+        """``n`` more bytes found to do; the total grows once they exceed
+        the one given at the start."""
+        with self._lock:
+            self.found += n
+            if self.found > self.total:
+                self.total = self.found
+                self.progress.update(self.task, total=self.total)
+
+    def close(self) -> None:
+        """Stop and erase the bar."""
+        self.progress.stop()

@@ -20,13 +20,16 @@ import mmap
 import os
 import stat
 from collections import deque
-from typing import (Callable, Deque, Dict, Iterable, Iterator, List, Optional,
-                    Set, Tuple)
+from typing import (TYPE_CHECKING, Callable, Deque, Dict, Iterable, Iterator,
+                    List, Optional, Set, Tuple)
 
 from . import fdio
 from .ring import (OP_CLOSE, OP_READ, OP_READ_FIXED, OP_WRITE,
                    OP_WRITE_FIXED, SQE_IO_LINK, Arena, FileRef, Ring)
 from .stats import Stats
+
+if TYPE_CHECKING:
+    from .copybatch import BatchCopier
 
 DEFAULT_BLOCK_SIZE = 128 * 1024
 DEFAULT_QUEUE_DEPTH = 4
@@ -433,7 +436,9 @@ class SyncEngine:
         stats = self.stats
         while True:
             try:
-                n = fdio.read_into(job.fd_in, self.buf, stats)
+                # fdio.read_into is annotated bytearray; any writable
+                # buffer does (os.readv), as in hashing._SyncReader
+                n = fdio.read_into(job.fd_in, self.buf, stats)  # type: ignore[arg-type]
             except OSError as exc:
                 job.failure = _read_error(job, exc.errno or errno.EIO)
                 return
@@ -599,7 +604,7 @@ class UringEngine:
         self.fixed = self.table = False
         self.read_op, self.write_op = OP_READ, OP_WRITE
         self.sync = SyncEngine(files, block_size)
-        self.chains = None  # a BatchCopier, made by run()
+        self.chains: Optional[BatchCopier] = None  # made by run()
         self.stats.extra["arena"] = f"{nslots} x {block_size}"
 
     def close(self) -> None:

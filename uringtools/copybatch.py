@@ -252,6 +252,7 @@ class BatchCopier:
     def _reap(self, wait_nr: int) -> None:
         """One enter waiting for ``wait_nr`` completions; route them all."""
         ring = self.ring
+        assert ring is not None   # reaping: batches are in flight
         n = ring.wait(min(wait_nr, ring.in_flight))
         uds, ress = ring.cqe_user_data, ring.cqe_res
         flying = self.flying
@@ -296,6 +297,7 @@ class BatchCopier:
     def _retry(self, batch: _Batch, failed: List[int]) -> None:
         """Close the failed chains' slots, drop their temporaries, copy again."""
         ring, files = self.ring, self.files
+        assert ring is not None   # the batch completed on it
         base = batch.region * 2 * self.max_files
         for i in failed:
             for slot in (base + 2 * i, base + 2 * i + 1):

@@ -55,12 +55,12 @@ def plan_operands(sources: Sequence[str], dest: Optional[str],
     if no_target_directory:
         return [(s, dest) for s in sources]
     try:
-        st: Optional[os.stat_result] = os.stat(dest)
+        dest_st: Optional[os.stat_result] = os.stat(dest)
     except OSError as exc:
         if len(sources) > 1:
             raise ValueError(f"target {quote(dest)}: {_err(exc)}") from None
-        st = None
-    if st is not None and stat.S_ISDIR(st.st_mode):
+        dest_st = None
+    if dest_st is not None and stat.S_ISDIR(dest_st.st_mode):
         return [(s, _join(dest, _base(s))) for s in sources]
     if len(sources) > 1:
         raise ValueError(f"target {quote(dest)}: Not a directory")

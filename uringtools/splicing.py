@@ -59,9 +59,10 @@ def splice_mode(out_fd: int, out_st: os.stat_result) -> Optional[str]:
 class SpliceCopier:
     """Copy regular files onto one output with splice requests on ``ring``."""
 
-    def __init__(self, ring: Ring, out: FileRef, mode: str, stats: Stats) -> None:
+    def __init__(self, ring: Ring, out: Optional[FileRef], mode: str,
+                 stats: Stats) -> None:
         self.ring = ring
-        self.out = out
+        self.out = out or FileRef(-1, 0, -1, -1)
         self.mode = mode
         self.stats = stats
         self.mid_r = self.mid_w = -1
@@ -70,8 +71,8 @@ class SpliceCopier:
             _grow_pipe(self.mid_w)
             self.chunk = fcntl.fcntl(self.mid_w, F_GETPIPE_SZ)
         else:
-            _grow_pipe(out.fd)
-            self.chunk = fcntl.fcntl(out.fd, F_GETPIPE_SZ)
+            _grow_pipe(self.out.fd)
+            self.chunk = fcntl.fcntl(self.out.fd, F_GETPIPE_SZ)
 
     def close(self) -> None:
         for fd in (self.mid_r, self.mid_w):
@@ -119,6 +120,34 @@ class SpliceCopier:
                 return None, offset - start
             offset += moved
 
+    def copy_range(self, src: FileRef, dst: FileRef, offset: int,
+                   length: int) -> Tuple[int, Optional[str]]:
+        """Splice ``length`` bytes of ``src`` at ``offset`` into ``dst`` at
+        the same offset, through the private pipe (file to file: one copy,
+        page cache to page cache, as copy_file_range would).
+
+        Returns:
+            (bytes copied, reason the input failed or None); fewer bytes
+            than asked and no reason means the source ended early.
+
+        Raises:
+            WriteError: the destination refused the bytes (ENOSPC, EIO).
+        """
+        if self.mode != VIA_PIPE:
+            raise ValueError("copy_range needs the private pipe")
+        in_flags = SPLICE_F_FD_IN_FIXED if src.sqe_flags else 0
+        done = 0
+        while done < length:
+            want = min(self.chunk, length - done)
+            moved, failure = self._via_pipe(src.target, in_flags, offset + done,
+                                            want, dst, offset + done)
+            if failure is not None:
+                return done, failure
+            if moved == 0:
+                return done, None
+            done += moved
+        return done, None
+
     # -- file -> output pipe ----------------------------------------------
 
     def _direct(self, in_fd: int, in_flags: int, offset: int, length: int) -> int:
@@ -134,15 +163,20 @@ class SpliceCopier:
 
     # -- file -> private pipe -> output -----------------------------------
 
-    def _via_pipe(self, in_fd: int, in_flags: int, offset: int,
-                  length: int) -> Tuple[int, Optional[str]]:
-        """One linked pair; returns (bytes moved, input failure)."""
-        ring, out = self.ring, self.out
+    def _via_pipe(self, in_fd: int, in_flags: int, offset: int, length: int,
+                  out: Optional[FileRef] = None,
+                  out_off: int = -1) -> Tuple[int, Optional[str]]:
+        """One linked pair; returns (bytes moved, input failure).
+
+        ``out_off`` -1 writes at the output's file position, else there.
+        """
+        ring = self.ring
+        out = out or self.out
         while True:
             ring.prep(OP_SPLICE, self.mid_w, offset, length, -1, _UD_IN,
                       flags=SQE_IO_LINK | SQE_CQE_SKIP_SUCCESS,
                       op_flags=in_flags, splice_fd_in=in_fd)
-            ring.prep(OP_SPLICE, out.target, -1, length, -1, _UD_OUT,
+            ring.prep(OP_SPLICE, out.target, -1, length, out_off, _UD_OUT,
                       flags=out.sqe_flags, splice_fd_in=self.mid_r)
             n = ring.wait(1)
             ud, res = ring.cqe_user_data[0], ring.cqe_res[0]
@@ -158,7 +192,7 @@ class SpliceCopier:
                 return 0, error(res).strerror
             self.stats.short_reads += 1
             self.stats.bytes_read += res
-            self._drain_mid(res)
+            self._drain_mid(res, out, out_off)
             return res, None
         self.stats.bytes_read += length
         if res == length:
@@ -169,14 +203,17 @@ class SpliceCopier:
             self.stats.short_writes += 1
         elif res not in _RETRY:
             raise WriteError.of(error(res))
-        self._drain_mid(length - max(res, 0))
+        done = max(res, 0)
+        self._drain_mid(length - done, out, out_off + done if out_off >= 0 else -1)
         return length, None
 
-    def _drain_mid(self, pending: int) -> None:
+    def _drain_mid(self, pending: int, out: Optional[FileRef] = None,
+                   out_off: int = -1) -> None:
         """Move ``pending`` bytes still in the private pipe to the output."""
-        ring, out = self.ring, self.out
+        ring = self.ring
+        out = out or self.out
         while pending > 0:
-            ring.prep(OP_SPLICE, out.target, -1, pending, -1, _UD_OUT,
+            ring.prep(OP_SPLICE, out.target, -1, pending, out_off, _UD_OUT,
                       flags=out.sqe_flags, splice_fd_in=self.mid_r)
             self.stats.resubmissions += 1
             res = self._one()
@@ -190,6 +227,8 @@ class SpliceCopier:
             if res < pending:
                 self.stats.short_writes += 1
             pending -= res
+            if out_off >= 0:
+                out_off += res
 
     # -- helpers -------------------------------------------------------------
 

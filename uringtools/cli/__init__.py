@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Any, Dict, Tuple
 
-#: subcommand -> (module, attribute); imported only when invoked
+#: subcommand -> (module, attribute); imported only when invoked (cat, cp
+#: and hash build their Click command on first use: common.LazyCommand)
 SUBCOMMANDS: Dict[str, Tuple[str, str]] = {
     "bench": ("uringtools.cli.bench", "bench_command"),
-    "cat": ("uringtools.cli.cat_command", "cat_command"),
+    "cat": ("uringtools.cli.cat", "cat_command"),
     "cp": ("uringtools.cli.cp", "cp_command"),
     "hash": ("uringtools.cli.hash", "hash_command"),
 }

@@ -2,7 +2,7 @@
 
 The work lives in :func:`run_cat`, which needs no Click: ``uring-cat FILE...``
 without options skips importing Click altogether (start-up time is part of
-the product). Options go through the Click command in cat_command.py.
+the product). Options go through the Click command, built on first use.
 """
 
 from __future__ import annotations
@@ -10,13 +10,14 @@ from __future__ import annotations
 import errno
 import signal
 import sys
-from typing import Optional, Sequence
+from typing import Any, Sequence, Tuple
 
 from ..cat import WriteError, cat_files
 from ..catfmt import CatFormat
 from ..stats import Stats
-from .common import (Reporter, Settings, die_of_signal, emit_stats,
-                     guard_std_fds, run_main, with_engine)
+from .common import (LazyCommand, Reporter, Settings, die_of_signal,
+                     emit_stats, guard_std_fds, operands_only, run_main,
+                     with_engine)
 
 PROG = "uring-cat"
 
@@ -57,19 +58,67 @@ def run_cat(files: Sequence[str], fmt: CatFormat, settings: Settings,
     run_main(reporter, body)
 
 
-def _operands_only(argv: Sequence[str]) -> Optional[Sequence[str]]:
-    """argv when it holds only file operands (no options), else None."""
-    for arg in argv:
-        if arg.startswith("-") and arg != "-":
-            return None
-    return argv
+def _build_command() -> Any:
+    """The Click command (Click is imported only when options are given)."""
+    import click
+
+    from .common import engine_options
+
+    @click.command(name="cat", context_settings={"help_option_names": ["--help"]})
+    @click.option("-A", "--show-all", is_flag=True, help="equivalent to -vET")
+    @click.option("-b", "--number-nonblank", is_flag=True,
+                  help="number nonempty output lines, overrides -n")
+    @click.option("-e", "show_e", is_flag=True, help="equivalent to -vE")
+    @click.option("-E", "--show-ends", is_flag=True,
+                  help="display $ at end of each line")
+    @click.option("-n", "--number", is_flag=True, help="number all output lines")
+    @click.option("-s", "--squeeze-blank", is_flag=True,
+                  help="suppress repeated empty output lines")
+    @click.option("-t", "show_t", is_flag=True, help="equivalent to -vT")
+    @click.option("-T", "--show-tabs", is_flag=True,
+                  help="display TAB characters as ^I")
+    @click.option("-u", "unbuffered", is_flag=True, help="(ignored)")
+    @click.option("-v", "--show-nonprinting", is_flag=True,
+                  help="use ^ and M- notation, except for LFD and TAB")
+    @click.option("--splice/--no-splice", default=True, show_default=True,
+                  help="move regular files into pipes, /dev/null and files "
+                       "with zero-copy splice requests (uring engine, no "
+                       "formatting); --no-splice copies through the "
+                       "registered buffers")
+    @click.option("--direct", is_flag=True,
+                  help="read files with O_DIRECT into the aligned registered "
+                       "buffers, bypassing the page cache (implies --no-splice)")
+    @click.argument("files", nargs=-1)
+    @engine_options
+    def cat_command(files: Tuple[str, ...], show_all: bool,
+                    number_nonblank: bool, show_e: bool, show_ends: bool,
+                    number: bool, squeeze_blank: bool, show_t: bool,
+                    show_tabs: bool, unbuffered: bool, show_nonprinting: bool,
+                    splice: bool, direct: bool, settings: Settings) -> None:
+        """Concatenate FILE(s) to standard output, through io_uring.
+
+        With no FILE, or when FILE is -, read standard input.
+        """
+        fmt = CatFormat(
+            number=number,
+            number_nonblank=number_nonblank,
+            squeeze_blank=squeeze_blank,
+            show_ends=show_ends or show_all or show_e,
+            show_tabs=show_tabs or show_all or show_t,
+            show_nonprinting=show_nonprinting or show_all or show_e or show_t,
+        )
+        run_cat(files, fmt, settings, splice, direct)
+
+    return cat_command
+
+
+COMMAND = LazyCommand("cat_command", _build_command)
+__getattr__ = COMMAND.module_getattr
 
 
 def main() -> None:
     """Entry point of the ``uring-cat`` script."""
-    operands = _operands_only(sys.argv[1:])
+    operands = operands_only(sys.argv[1:])
     if operands is not None:
-        run_cat(operands, CatFormat(), Settings())
-    from .cat_command import cat_command
-
-    cat_command.main(prog_name=PROG)
+        run_cat(operands, CatFormat(), Settings())   # exits; skips Click
+    COMMAND.main(PROG)

@@ -8,7 +8,7 @@ import functools
 import os
 import signal
 import sys
-from typing import Any, Callable, NoReturn, Optional, Set, TypeVar
+from typing import Any, Callable, NoReturn, Optional, Sequence, Set, TypeVar
 
 from .. import __version__
 from ..stats import Stats
@@ -39,6 +39,53 @@ def parse_size(text: str) -> int:
     if size < 512 or size > (1 << 30):
         raise ValueError(f"{text!r} is not between 512 and 1G")
     return size
+
+
+class LazyCommand:
+    """A command's Click object, built on first use, so that a command line
+    the command parses itself (``uring-cat FILE``) never imports Click.
+
+    A command module makes one from a function that imports Click and
+    builds the command, then exports it both ways::
+
+        COMMAND = LazyCommand("cp_command", _build_command)
+        __getattr__ = COMMAND.module_getattr   # cli.SUBCOMMANDS: cp_command
+
+        def main() -> None:
+            ...                                # the fast path, which exits
+            COMMAND.main(PROG)                 # everything else: Click
+    """
+
+    def __init__(self, attr: str, build: Callable[[], Any]) -> None:
+        self.attr = attr
+        self._build = build
+        self._command: Optional[Any] = None
+
+    def get(self) -> Any:
+        """The click.Command (built, and Click imported, on the first call)."""
+        if self._command is None:
+            self._command = self._build()
+        return self._command
+
+    def module_getattr(self, name: str) -> Any:
+        """A module ``__getattr__`` that builds the command when asked
+        for it by name."""
+        if name == self.attr:
+            return self.get()
+        raise AttributeError(name)
+
+    def main(self, prog: str) -> None:
+        """Parse ``sys.argv`` with Click and run the command."""
+        self.get().main(prog_name=prog)
+
+
+def operands_only(argv: Sequence[str]) -> Optional[Sequence[str]]:
+    """``argv`` when it holds only operands (no options; ``-`` is an
+    operand), else None."""
+    for arg in argv:
+        if arg.startswith("-") and arg != "-":
+            return None
+    return argv
 
 
 class Settings:
@@ -235,6 +282,6 @@ def strerror(code: int) -> str:
     return os.strerror(code) if code else "Unknown error"
 
 
-__all__ = ["Settings", "engine_options", "Reporter", "run_main", "with_engine",
-           "emit_stats", "guard_std_fds", "die_of_signal", "Terminated",
-           "strerror", "errno"]
+__all__ = ["LazyCommand", "operands_only", "Settings", "engine_options",
+           "Reporter", "run_main", "with_engine", "emit_stats",
+           "guard_std_fds", "die_of_signal", "Terminated", "strerror", "errno"]

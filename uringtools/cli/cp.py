@@ -10,8 +10,8 @@ from typing import (TYPE_CHECKING, Any, Callable, Dict, List, NoReturn,
 
 from ..copy import CopyOptions, quote
 from ..stats import Stats
-from .common import (Reporter, Settings, emit_stats, guard_std_fds, run_main,
-                     with_engine)
+from .common import (LazyCommand, Reporter, Settings, emit_stats,
+                     guard_std_fds, run_main, with_engine)
 from .progress import open_bar, operand_bytes, wanted
 
 if TYPE_CHECKING:
@@ -75,14 +75,8 @@ class _VerboseOut:
                            f"{exc.strerror or os.strerror(exc.errno or 0)}")
 
 
-_COMMAND: Optional[Any] = None
-
-
 def _build_command() -> Any:
     """The Click command (Click is imported only for long options, --help...)."""
-    global _COMMAND
-    if _COMMAND is not None:
-        return _COMMAND
     import click
 
     from .common import engine_options
@@ -147,14 +141,11 @@ def _build_command() -> Any:
                       fsync=fsync, progress=progress, settings=settings,
                       direct=direct)
 
-    _COMMAND = cp_command
     return cp_command
 
 
-def __getattr__(name: str) -> Any:
-    if name == "cp_command":   # SUBCOMMANDS names it; built on first use
-        return _build_command()
-    raise AttributeError(name)
+COMMAND = LazyCommand("cp_command", _build_command)
+__getattr__ = COMMAND.module_getattr
 
 
 def run_cp(operands: Sequence[str], *, archive: bool = False,
@@ -272,5 +263,5 @@ def main() -> None:
     """Entry point of the ``uring-cp`` script."""
     parsed = fast_parse(sys.argv[1:])
     if parsed is not None:
-        run_cp(parsed[0], **parsed[1])   # skips importing Click
-    _build_command().main(prog_name=PROG)
+        run_cp(parsed[0], **parsed[1])   # exits; skips importing Click
+    COMMAND.main(PROG)

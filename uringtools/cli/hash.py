@@ -14,8 +14,8 @@ from ..checkfile import CheckLine, CheckParser, format_line, format_status, quot
 from ..hashing import (ALGORITHMS, DEFAULT_ALGORITHM, Algorithm, HashResult,
                        MissingExtra, get_algorithm, hash_files, probe)
 from ..stats import Stats
-from .common import (Reporter, Settings, emit_stats, guard_std_fds, run_main,
-                     with_engine)
+from .common import (LazyCommand, Reporter, Settings, emit_stats,
+                     guard_std_fds, operands_only, run_main, with_engine)
 from .progress import open_bar, operand_bytes, wanted
 
 if TYPE_CHECKING:
@@ -183,14 +183,8 @@ def _usage_error(reporter: Reporter, message: str) -> None:
     raise SystemExit(1)
 
 
-_COMMAND: Optional[Any] = None
-
-
 def _build_command() -> Any:
     """The Click command (Click is imported only when options are given)."""
-    global _COMMAND
-    if _COMMAND is not None:
-        return _COMMAND
     import click
 
     from .common import engine_options
@@ -246,14 +240,11 @@ def _build_command() -> Any:
                  strict=strict, settings=settings, direct=direct,
                  progress=progress)
 
-    _COMMAND = hash_command
     return hash_command
 
 
-def __getattr__(name: str) -> Any:
-    if name == "hash_command":   # SUBCOMMANDS names it; built on first use
-        return _build_command()
-    raise AttributeError(name)
+COMMAND = LazyCommand("hash_command", _build_command)
+__getattr__ = COMMAND.module_getattr
 
 
 def run_hash(files: Sequence[str], *, algorithm: str = DEFAULT_ALGORITHM,
@@ -398,7 +389,7 @@ def run_hash(files: Sequence[str], *, algorithm: str = DEFAULT_ALGORITHM,
 
 def main() -> None:
     """Entry point of the ``uring-hash`` script."""
-    operands = sys.argv[1:]
-    if all(not arg.startswith("-") or arg == "-" for arg in operands):
-        run_hash(operands)   # no options: skip importing Click
-    _build_command().main(prog_name=PROG)
+    operands = operands_only(sys.argv[1:])
+    if operands is not None:
+        run_hash(operands)   # exits; no options: skips importing Click
+    COMMAND.main(PROG)

@@ -120,11 +120,12 @@ class SpliceCopier:
                 return None, offset - start
             offset += moved
 
-    def copy_range(self, src: FileRef, dst: FileRef, offset: int,
-                   length: int) -> Tuple[int, Optional[str]]:
+    def copy_range(self, src: FileRef, dst: FileRef, offset: int, length: int,
+                   chunk: int = 0) -> Tuple[int, Optional[str]]:
         """Splice ``length`` bytes of ``src`` at ``offset`` into ``dst`` at
         the same offset, through the private pipe (file to file: one copy,
-        page cache to page cache, as copy_file_range would).
+        page cache to page cache, as copy_file_range would), at most
+        ``chunk`` bytes (default: the pipe's size) per request.
 
         Returns:
             (bytes copied, reason the input failed or None); fewer bytes
@@ -136,9 +137,10 @@ class SpliceCopier:
         if self.mode != VIA_PIPE:
             raise ValueError("copy_range needs the private pipe")
         in_flags = SPLICE_F_FD_IN_FIXED if src.sqe_flags else 0
+        chunk = min(chunk, self.chunk) if chunk > 0 else self.chunk
         done = 0
         while done < length:
-            want = min(self.chunk, length - done)
+            want = min(chunk, length - done)
             moved, failure = self._via_pipe(src.target, in_flags, offset + done,
                                             want, dst, offset + done)
             if failure is not None:

@@ -1,0 +1,84 @@
+"""uring-cp's splice path: files of 1 MiB and more go file -> private pipe
+-> temporary as linked splice pairs on the ring."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+URING_CP = str(Path(sys.executable).parent / "uring-cp")
+
+
+def ucp(*args: str, cwd: Path, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([URING_CP, "--stats-format", "json", *args], cwd=cwd,
+                          capture_output=True, timeout=120,
+                          env=dict(os.environ, **(env or {})))
+
+
+def stats_of(res: subprocess.CompletedProcess) -> dict:
+    return json.loads(res.stderr.decode().strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("size", [1 << 20, (1 << 20) + 1, 5 * (1 << 20) - 3])
+@pytest.mark.parametrize("shape", [[], ["--block-size", "64K", "--queue-depth", "2"]])
+def test_large_files_are_spliced_identically(tmp_path: Path, size: int,
+                                             shape: list) -> None:
+    data = os.urandom(size)
+    (tmp_path / "src").write_bytes(data)
+    res = ucp(*shape, "src", "dst", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "dst").read_bytes() == data
+    stats = stats_of(res)
+    assert stats["extra"]["files_spliced"] == 1
+    assert stats["ops"].get("splice", 0) >= 2 and "write_fixed" not in stats["ops"]
+    assert stats["bytes_read"] == stats["bytes_written"] == size
+    assert [p.name for p in tmp_path.iterdir() if ".ucp-" in p.name] == []
+
+
+def test_spliced_copy_keeps_holes_and_replaces_destination(tmp_path: Path) -> None:
+    src = tmp_path / "sparse"
+    with open(src, "wb") as f:
+        f.truncate(64 << 20)
+        f.seek(7 << 20)
+        f.write(b"island" * 1000)
+        f.seek((64 << 20) - 5)
+        f.write(b"end!\n")
+    (tmp_path / "dst").write_bytes(b"old")
+    res = ucp("sparse", "dst", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "dst").read_bytes() == src.read_bytes()
+    assert os.stat(tmp_path / "dst").st_blocks <= os.stat(src).st_blocks + 64
+    assert stats_of(res)["extra"]["holes_skipped"] == 1
+
+
+@pytest.mark.parametrize("spec,message", [
+    ("splice:eio:@2", b"error writing 'dst'"),    # a pair's writing half
+    ("splice:eio:@3", b"error reading 'src'"),    # the next pair's reading half
+])
+def test_spliced_copy_fault_keeps_old_destination(tmp_path: Path, spec: str,
+                                                  message: bytes) -> None:
+    (tmp_path / "src").write_bytes(os.urandom(3 << 20))
+    (tmp_path / "dst").write_bytes(b"precious")
+    res = ucp("--block-size", "256K", "--queue-depth", "1", "src", "dst",
+              cwd=tmp_path, env={"URINGTOOLS_FAULTS": spec})
+    assert res.returncode == 1
+    assert message in res.stderr and b"Traceback" not in res.stderr
+    assert (tmp_path / "dst").read_bytes() == b"precious"
+    assert [p.name for p in tmp_path.iterdir() if ".ucp-" in p.name] == []
+
+
+@pytest.mark.parametrize("spec", ["splice:eintr:3", "splice:eagain:@2",
+                                  "splice:ecanceled:5", "splice:short:2"])
+def test_spliced_copy_survives_transient_faults(tmp_path: Path, spec: str) -> None:
+    data = os.urandom((3 << 20) + 77)
+    (tmp_path / "src").write_bytes(data)
+    res = ucp("--block-size", "256K", "--queue-depth", "1", "src", "dst",
+              cwd=tmp_path, env={"URINGTOOLS_FAULTS": spec})
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "dst").read_bytes() == data
+    assert stats_of(res)["extra"]["faults_injected"] >= 1

@@ -255,7 +255,7 @@ class _SyncCopier(_Copier):
             raise WriteError(exc.errno, exc.strerror) from None
 
 
-def _explicit_offsets(fd: int) -> bool:
+def _regular_output(fd: int) -> bool:
     """Is ``fd`` a regular file written at its position (not O_APPEND)?"""
     try:
         st = os.fstat(fd)
@@ -297,13 +297,9 @@ class _UringCopier(_Copier):
                 self.out = FileRef(out_fd, 0, out_fd, -1)
             self.splicer = (SpliceCopier(self.ring, self.out, splice, stats)
                             if splice else None)
-            # A regular output (not O_APPEND) is written at explicit offsets
-            # from its current position: with offset -1 (the file position)
-            # a write that comes up short because the disk filled up leaves
-            # the position where the write began (seen on 6.18 tmpfs), so
-            # the next write overwrote bytes already written and reported
-            # success instead of ENOSPC.
-            self.out_positional = _explicit_offsets(out_fd)
+            # A regular output (not O_APPEND) is watched for short writes:
+            # see _fix_position.
+            self.out_positional = _regular_output(out_fd)
         except BaseException:
             self.ring.close()
             raise
@@ -390,12 +386,15 @@ class _UringCopier(_Copier):
             ring.prep(read_op, src.target, arena.addr(slot), bs, slot_off[slot],
                       (slot << 3) | _K_READ, flags=src.sqe_flags)
 
+        # where our next byte lands in a regular output, if nobody else
+        # writes to it meanwhile
         out_pos = (os.lseek(self.out.fd, 0, os.SEEK_CUR)
                    if self.out_positional else -1)
 
         def prep_write() -> None:
+            # offset -1: the shared file position, as write(2) uses it
             ring.prep(OP_WRITE if w_keep is not None else write_op,
-                      self.out.target, w_addr, w_left, out_pos, _K_WRITE,
+                      self.out.target, w_addr, w_left, -1, _K_WRITE,
                       flags=self.out.sqe_flags)
 
         def prep_poll(ref: FileRef, mask: int) -> None:
@@ -517,8 +516,10 @@ class _UringCopier(_Copier):
                     elif kind == _K_WRITE:
                         if res >= 0:
                             stats.bytes_written += res
-                            if out_pos >= 0:
-                                out_pos += res
+                        if 0 < res < w_left and out_pos >= 0:
+                            self._fix_position(out_pos, res)
+                        if res > 0 and out_pos >= 0:
+                            out_pos += res
                         if res == w_left:
                             for t in writing:
                                 state[t] = _FREE
@@ -550,9 +551,6 @@ class _UringCopier(_Copier):
                 os.lseek(inp.fd, start + delivered, os.SEEK_SET)
             return failure
         finally:
-            if out_pos >= 0:
-                # leave the output position after the last byte written
-                os.lseek(self.out.fd, out_pos, os.SEEK_SET)
             if reads or w_busy:
                 # Only an exception (Ctrl-C, SIGTERM, a write error) leaves
                 # requests in flight. Waiting for them could block forever (a
@@ -560,6 +558,21 @@ class _UringCopier(_Copier):
                 self._abandon(w_keep)
             else:
                 ring.detach_file(src)
+
+    def _fix_position(self, before: int, written: int) -> None:
+        """After a short write at the file position: make sure it moved.
+
+        A write that comes up short because the disk filled up leaves the
+        position where the write began (seen on 6.18 tmpfs): the rest would
+        then overwrite the bytes just written and "succeed" instead of
+        meeting ENOSPC. If the position is still where our write began,
+        move it past the bytes written; if another process moved it, leave
+        it (writes at the shared position, as write(2)).
+        """
+        fd = self.out.fd
+        if os.lseek(fd, 0, os.SEEK_CUR) == before:
+            os.lseek(fd, before + written, os.SEEK_SET)
+            _count(self.stats, "position_fixups")
 
     def _confirm_empty(self, fd: int) -> Optional[str]:
         try:

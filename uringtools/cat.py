@@ -69,7 +69,7 @@ def _open_input(name: str, out_st: Optional[os.stat_result],
                     raise
                 direct = False
                 if stats is not None:
-                    _count(stats, "direct_refused")
+                    stats.count("direct_refused")
         if fd < 0:
             fd = os.open(name, flags)
         owned = True
@@ -86,21 +86,6 @@ def _open_input(name: str, out_st: Optional[os.stat_result],
             os.close(fd)
         raise
     return _Input(name, fd, st, owned, direct)
-
-
-_DIRECT_ALIGN = 4096  # offsets, lengths and addresses of O_DIRECT reads
-
-
-def _count(stats: Stats, key: str) -> None:
-    stats.extra[key] = stats.extra.get(key, 0) + 1
-
-
-def _drop_direct(fd: int, stats: Stats) -> None:
-    """Read the rest of ``fd`` through the page cache (an unaligned tail)."""
-    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
-    if flags & os.O_DIRECT:
-        fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_DIRECT)
-        _count(stats, "direct_fallbacks")
 
 
 class _InputIsOutput(Exception):
@@ -230,7 +215,7 @@ class _SyncCopier(_Copier):
 
     def copy(self, inp: _Input) -> Optional[str]:
         if inp.direct:
-            _drop_direct(inp.fd, self.stats)  # our buffer is not aligned
+            fdio.drop_direct(inp.fd, self.stats)  # our buffer is not aligned
         return self.copy_rest(inp.fd)
 
     def copy_rest(self, fd: int, first: bytes = b"") -> Optional[str]:
@@ -354,9 +339,9 @@ class _UringCopier(_Copier):
         max_reads = depth if positional else 1
         direct = inp.direct
         if direct:
-            _count(stats, "direct_files")
-            if not positional or bs % _DIRECT_ALIGN or start % _DIRECT_ALIGN:
-                _drop_direct(inp.fd, stats)
+            stats.count("direct_files")
+            if not positional or bs % fdio.DIRECT_ALIGN or start % fdio.DIRECT_ALIGN:
+                fdio.drop_direct(inp.fd, stats)
                 direct = False
         read_op = OP_READ_FIXED if self.fixed else OP_READ
         write_op = OP_WRITE_FIXED if self.fixed else OP_WRITE
@@ -380,8 +365,8 @@ class _UringCopier(_Copier):
 
         def prep_read(slot: int) -> None:
             nonlocal direct
-            if direct and slot_off[slot] % _DIRECT_ALIGN:
-                _drop_direct(inp.fd, stats)
+            if direct and slot_off[slot] % fdio.DIRECT_ALIGN:
+                fdio.drop_direct(inp.fd, stats)
                 direct = False
             ring.prep(read_op, src.target, arena.addr(slot), bs, slot_off[slot],
                       (slot << 3) | _K_READ, flags=src.sqe_flags)
@@ -503,7 +488,7 @@ class _UringCopier(_Copier):
                             stats.resubmissions += 1
                             if res == -errno.EINVAL:
                                 # this filesystem refuses the direct read
-                                _drop_direct(inp.fd, stats)
+                                fdio.drop_direct(inp.fd, stats)
                                 direct = False
                             if res == -errno.EAGAIN:
                                 prep_poll(src, POLLIN)
@@ -572,7 +557,7 @@ class _UringCopier(_Copier):
         fd = self.out.fd
         if os.lseek(fd, 0, os.SEEK_CUR) == before:
             os.lseek(fd, before + written, os.SEEK_SET)
-            _count(self.stats, "position_fixups")
+            self.stats.count("position_fixups")
 
     def _confirm_empty(self, fd: int) -> Optional[str]:
         try:

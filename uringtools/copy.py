@@ -18,7 +18,6 @@ import errno
 import fcntl
 import mmap
 import os
-import stat
 from collections import deque
 from typing import (TYPE_CHECKING, Callable, Deque, Dict, Iterable, Iterator,
                     List, Optional, Set, Tuple)
@@ -164,24 +163,6 @@ def _umask() -> int:
 
 UMASK = _umask()
 
-#: offsets, lengths and buffer addresses of O_DIRECT reads are multiples of this
-DIRECT_ALIGN = 4096
-
-
-def _count(stats: Stats, key: str) -> None:
-    stats.extra[key] = stats.extra.get(key, 0) + 1
-
-
-def _drop_direct(fd: int, stats: Stats) -> bool:
-    """Read the rest of ``fd`` through the page cache; True if it was direct."""
-    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
-    if flags & os.O_DIRECT:
-        fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_DIRECT)
-        _count(stats, "direct_fallbacks")
-        return True
-    return False
-
-
 # -- per-file set-up and finish, shared by both engines -----------------------
 
 class FileCopier:
@@ -241,9 +222,9 @@ class FileCopier:
             except OSError as exc:
                 if exc.errno != errno.EINVAL:
                     raise
-                _count(self.stats, "direct_refused")
+                self.stats.count("direct_refused")
             else:
-                _count(self.stats, "direct_files")
+                self.stats.count("direct_files")
                 return fd
         return os.open(job.src, flags)
 
@@ -475,7 +456,7 @@ class SyncEngine:
             off += n
 
     def _extents(self, job: FileJob) -> None:
-        stats, bs, buf, view = self.stats, self.bs, self.buf, self.view
+        stats, bs, view = self.stats, self.bs, self.view
         always = self.files.options.sparse == "always"
         job.size = job.size  # the length stat gave; a shrinking file ends early
         direct = self.files.options.direct and bool(
@@ -484,14 +465,14 @@ class SyncEngine:
             off, end = start, start + length
             while off < end:
                 want = min(bs, end - off)
-                if direct and (off % DIRECT_ALIGN or want % DIRECT_ALIGN):
-                    _drop_direct(job.fd_in, stats)   # an unaligned tail
+                if direct and (off % fdio.DIRECT_ALIGN or want % fdio.DIRECT_ALIGN):
+                    fdio.drop_direct(job.fd_in, stats)   # an unaligned tail
                     direct = False
                 try:
                     n = os.preadv(job.fd_in, [view[:want]], off)
                 except OSError as exc:
                     if direct and exc.errno == errno.EINVAL:
-                        _drop_direct(job.fd_in, stats)  # refused after all
+                        fdio.drop_direct(job.fd_in, stats)  # refused after all
                         direct = False
                         stats.resubmissions += 1
                         continue
@@ -682,7 +663,7 @@ class UringEngine:
         if not files.open(job):
             return
         stats.files += 1
-        _count(stats, "files_spliced")
+        stats.count("files_spliced")
         try:
             if self.splicer is None:
                 self.splicer = SpliceCopier(self.ring, None, VIA_PIPE, stats)
@@ -722,7 +703,7 @@ class UringEngine:
     def _run_chunks(self, jobs: Iterable[FileJob]) -> None:
         if not self.registered:
             self._register()
-        ring, arena, bs, files = self.ring, self.arena, self.bs, self.files
+        ring, arena, files = self.ring, self.arena, self.files
         stats = self.stats
         free: List[int] = list(range(self.nslots - 1, -1, -1))
         s_file: List[Optional[_Active]] = [None] * self.nslots
@@ -740,8 +721,8 @@ class UringEngine:
         more = True
 
         def issue(a: _Active, s: int, off: int, length: int) -> None:
-            if a.direct and (off % DIRECT_ALIGN or length % DIRECT_ALIGN):
-                _drop_direct(a.job.fd_in, stats)   # an unaligned tail
+            if a.direct and (off % fdio.DIRECT_ALIGN or length % fdio.DIRECT_ALIGN):
+                fdio.drop_direct(a.job.fd_in, stats)   # an unaligned tail
                 a.direct = False
             if ring.room < 2:
                 ring.submit()
@@ -905,7 +886,7 @@ class UringEngine:
                         if rres < 0:
                             if rres == -errno.EINVAL and a.direct:
                                 # the filesystem refuses this direct read
-                                _drop_direct(job.fd_in, stats)
+                                fdio.drop_direct(job.fd_in, stats)
                                 a.direct = False
                                 reread(s)
                                 continue

@@ -81,3 +81,26 @@ def is_positional(st: os.stat_result) -> bool:
     are read as streams until a read returns 0.
     """
     return stat.S_ISREG(st.st_mode) and st.st_size > 0
+
+
+#: offsets, lengths and buffer addresses of O_DIRECT reads are multiples of this
+DIRECT_ALIGN = 4096
+
+
+def is_direct(fd: int) -> bool:
+    """Is ``fd`` open with O_DIRECT?"""
+    return bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT)
+
+
+def drop_direct(fd: int, stats: Stats) -> bool:
+    """Read the rest of ``fd`` through the page cache (an unaligned tail, a
+    block size that is not a multiple of 4096, or EINVAL from a read).
+
+    Returns True if it was direct (counted as direct_fallbacks).
+    """
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    if flags & os.O_DIRECT:
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_DIRECT)
+        stats.count("direct_fallbacks")
+        return True
+    return False

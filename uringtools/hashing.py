@@ -15,7 +15,6 @@ block size.
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import mmap
 import os
@@ -134,27 +133,6 @@ class HashResult(NamedTuple):
 
 # -- O_DIRECT ---------------------------------------------------------------
 
-#: offsets, lengths and buffer addresses of O_DIRECT reads are multiples of this
-DIRECT_ALIGN = 4096
-
-
-def _count(stats: Stats, key: str) -> None:
-    stats.extra[key] = stats.extra.get(key, 0) + 1
-
-
-def _is_direct(fd: int) -> bool:
-    return bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT)
-
-
-def _drop_direct(fd: int, stats: Stats) -> None:
-    """Read the rest of ``fd`` through the page cache (an unaligned offset,
-    a block size that is not a multiple of 4096, or EINVAL from a read)."""
-    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
-    if flags & os.O_DIRECT:
-        fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_DIRECT)
-        _count(stats, "direct_fallbacks")
-
-
 def _open_direct(name: str, stats: Stats) -> int:
     """Open ``name`` with O_DIRECT, or plainly where the filesystem refuses
     it (EINVAL, counted as direct_refused)."""
@@ -164,7 +142,7 @@ def _open_direct(name: str, stats: Stats) -> int:
     except OSError as exc:
         if exc.errno != errno.EINVAL:
             raise
-    _count(stats, "direct_refused")
+    stats.count("direct_refused")
     return os.open(name, flags)
 
 
@@ -218,10 +196,10 @@ class _SyncReader(_Reader):
     def feed(self, fd: int, st: os.stat_result, h: Any,
              cancelled: Callable[[], bool]) -> int:
         total = 0
-        direct = _is_direct(fd)
-        if direct and (self.bs % DIRECT_ALIGN
-                       or os.lseek(fd, 0, os.SEEK_CUR) % DIRECT_ALIGN):
-            _drop_direct(fd, self.stats)
+        direct = fdio.is_direct(fd)
+        if direct and (self.bs % fdio.DIRECT_ALIGN
+                       or os.lseek(fd, 0, os.SEEK_CUR) % fdio.DIRECT_ALIGN):
+            fdio.drop_direct(fd, self.stats)
             direct = False
         while not cancelled():
             try:
@@ -230,13 +208,13 @@ class _SyncReader(_Reader):
                 if not (direct and exc.errno == errno.EINVAL):
                     raise
                 self.stats.resubmissions += 1
-                _drop_direct(fd, self.stats)   # this filesystem refuses it
+                fdio.drop_direct(fd, self.stats)   # this filesystem refuses it
                 direct = False
                 continue
             if n == 0:
                 break
-            if direct and n % DIRECT_ALIGN:
-                _drop_direct(fd, self.stats)   # the position is unaligned now
+            if direct and n % fdio.DIRECT_ALIGN:
+                fdio.drop_direct(fd, self.stats)   # the position is unaligned now
                 direct = False
             with self.view[:n] as chunk:
                 self._update(h, chunk)
@@ -296,10 +274,10 @@ class _UringReader(_Reader):
         flags = src.sqe_flags | (self.async_flag if positional else 0)
         # O_DIRECT: the arena is page aligned; offsets and the block size
         # must be too, else the rest goes through the page cache
-        direct = _is_direct(fd)
-        if direct and (not positional or bs % DIRECT_ALIGN
-                       or start % DIRECT_ALIGN):
-            _drop_direct(fd, stats)
+        direct = fdio.is_direct(fd)
+        if direct and (not positional or bs % fdio.DIRECT_ALIGN
+                       or start % fdio.DIRECT_ALIGN):
+            fdio.drop_direct(fd, stats)
             direct = False
 
         state = [_FREE] * depth
@@ -316,8 +294,8 @@ class _UringReader(_Reader):
 
         def prep_read(slot: int) -> None:
             nonlocal direct
-            if direct and slot_off[slot] % DIRECT_ALIGN:
-                _drop_direct(fd, stats)
+            if direct and slot_off[slot] % fdio.DIRECT_ALIGN:
+                fdio.drop_direct(fd, stats)
                 direct = False
             ring.prep(read_op, src.target, arena.addr(slot), bs,
                       slot_off[slot], (slot << 2) | _K_READ, flags=flags)
@@ -399,7 +377,7 @@ class _UringReader(_Reader):
                         stats.resubmissions += 1
                         if res == -errno.EINVAL:
                             # this filesystem refuses the direct read
-                            _drop_direct(fd, stats)
+                            fdio.drop_direct(fd, stats)
                             direct = False
                         if res == -errno.EAGAIN:
                             ring.prep(OP_POLL_ADD, src.target, 0, 0, 0, _K_POLL,
@@ -483,11 +461,11 @@ def _hash_one(reader: _Reader, name: str, algo: Algorithm, bits: Optional[int],
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), name)
-        if owned and reader.direct and _is_direct(fd):
+        if owned and reader.direct and fdio.is_direct(fd):
             if stat.S_ISREG(st.st_mode):
-                _count(stats, "direct_files")
+                stats.count("direct_files")
             else:
-                _drop_direct(fd, stats)   # devices, FIFOs: cached reads
+                fdio.drop_direct(fd, stats)   # devices, FIFOs: cached reads
         h = algo.new(bits)
         size = reader.feed(fd, st, h, cancelled)
         stats.files += 1

@@ -61,6 +61,10 @@ class Stats:
         self.cpu_user_s = now.user - self._cpu0.user
         self.cpu_sys_s = now.system - self._cpu0.system
 
+    def count(self, key: str, n: int = 1) -> None:
+        """Add to a named counter in ``extra`` (shown by --stats)."""
+        self.extra[key] = self.extra.get(key, 0) + n
+
     def count_syscall(self, name: str, n: int = 1) -> None:
         """Count a syscall the sync engine (or set-up) made."""
         self.syscalls[name] = self.syscalls.get(name, 0) + n

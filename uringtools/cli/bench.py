@@ -12,7 +12,6 @@ from typing import Any, Dict, List, Optional, Sequence
 import click
 
 from .. import benchmark as bm
-from .common import parse_size
 
 WORKLOADS = ("cat-null", "cat-pipe", "cp-big", "cp-tree", "hash-big", "hash-many")
 

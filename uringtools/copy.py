@@ -786,14 +786,13 @@ class UringEngine:
                 job_fds = fds
                 job.fd_in = job.fd_out = -1
                 try:
-                    files_ok = self._finish_keep_fds(job, job_fds)
+                    self._finish_keep_fds(job, job_fds)
                 finally:
                     for fd in job_fds:
                         if ring.room < 1:
                             ring.submit()
                         ring.prep(OP_CLOSE, fd, 0, 0, 0, _K_CLOSE)
                         closes += 1
-                del files_ok
             else:
                 files.finish(job)
 

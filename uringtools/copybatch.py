@@ -309,7 +309,7 @@ class BatchCopier:
             self._reap(1)
         extra = self.stats.extra
         for i in failed:
-            step, res = batch.step[i], batch.res[i]
+            step = batch.step[i]
             tmp = batch.tmps[i]
             key = f"chain_failed_{_STEP_NAMES[step]}"
             extra[key] = extra.get(key, 0) + 1

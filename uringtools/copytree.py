@@ -168,7 +168,6 @@ class _Walker:
             except OSError as exc:
                 self.fail(f"cannot stat {quote(src)}: {_err(exc)}")
                 return
-        mode = src_st.st_mode
         if top and self.multi:
             yield from self._operand(src, dst, src_st, follow)
             return

@@ -279,8 +279,9 @@ class FileCopier:
             self.stats.extra.get("holes_skipped", 0) + 1)
         return extents
 
-    def finish(self, job: FileJob) -> bool:
-        """Apply size, mode, owner, times; rename into place; close both."""
+    def finish(self, job: FileJob, close: bool = True) -> bool:
+        """Apply size, mode, owner, times; rename into place; close both
+        (``close`` False: the caller closes the descriptors, e.g. on the ring)."""
         try:
             if job.failure is not None:
                 self.fail(job.failure)
@@ -309,7 +310,7 @@ class FileCopier:
                       f"{_strerror(exc)}")
             return False
         finally:
-            self.release(job)
+            self.release(job, close=close)
 
     def _apply_attrs(self, job: FileJob, fd: int) -> None:
         st = job.src_st
@@ -945,28 +946,7 @@ class UringEngine:
     def _finish_keep_fds(self, job: FileJob, fds: Tuple[int, int]) -> bool:
         """FileCopier.finish, with the descriptors left for the ring to close."""
         job.fd_in, job.fd_out = fds
-        files = self.files
-        try:
-            if not job.in_place:
-                fd = job.fd_out
-                end = job.extents[-1][0] + job.extents[-1][1] if job.extents else 0
-                if end < job.size:
-                    os.ftruncate(fd, job.size)
-                files._apply_attrs(job, fd)
-                if files.options.fsync:
-                    os.fsync(fd)
-                os.rename(job.tmp, job.target)  # type: ignore[arg-type]
-                files.temps.discard(job.tmp)  # type: ignore[arg-type]
-                job.tmp = None
-                if files.options.fsync:
-                    files.synced_dirs.add(os.path.dirname(job.target) or ".")
-            return True
-        except OSError as exc:
-            files.fail(f"cannot create regular file {quote(job.dst)}: "
-                       f"{_strerror(exc)}")
-            return False
-        finally:
-            files.release(job, close=False)
+        return self.files.finish(job, close=False)
 
     @staticmethod
     def _shrunk(a: _Active, off: int) -> None:

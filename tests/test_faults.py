@@ -639,6 +639,43 @@ def test_cp_signal_keeps_old_destination(tmp_path: Path, sig: int, engine: str) 
         assert leftovers(tmp_path) == []
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("engine", ["uring", "sync"])
+def test_cp_signal_removes_a_partial_fresh_file(tmp_path: Path, sig: int,
+                                                engine: str) -> None:
+    """In a directory the run made, a file is written under its own name (no
+    temporary, nothing to protect): a signal mid-file removes what was
+    written, so no half-written file is left under a real name."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    size = 64 << 20
+    (src / "big").write_bytes(os.urandom(1 << 20) * 64)
+    # 4 KiB blocks, one in flight, no splice (--direct): a slow copy to stop
+    proc = subprocess.Popen([URING_CP, "-r", "--engine", engine, "--direct",
+                             "--block-size", "4K", "--queue-depth", "1",
+                             str(src), str(dst)],
+                            stderr=subprocess.PIPE, env=ENV)
+    big = dst / "big"
+    try:
+        end = time.monotonic() + 20
+        while not (big.exists() and 0 < big.stat().st_size < size):
+            assert time.monotonic() < end and proc.poll() is None, \
+                "the copy ended before it could be caught mid-file"
+            time.sleep(0.001)
+        proc.send_signal(signal.SIGSTOP)
+        assert 0 < big.stat().st_size < size          # caught mid-file
+        proc.send_signal(sig)
+        proc.send_signal(signal.SIGCONT)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -sig
+    assert err == b""
+    assert not big.exists()
+    assert leftovers(dst) == []
+
+
 # -- sources that grow or shrink while being read ----------------------------
 
 CHUNK = 64 * 1024

@@ -122,15 +122,19 @@ class FileJob:
         old_st: the destination being replaced, or None.
         mode: permission bits for the result.
         in_place: the destination is a FIFO, a device...: written in place.
+        fresh: the destination's directory was made by this run (mode 0700
+            until the end), so nothing can be at ``target`` to protect: the
+            file is created there directly, no temporary and no rename, and
+            removed again if its copy fails or a signal comes.
     """
 
     __slots__ = ("src", "dst", "target", "src_st", "old_st", "mode",
-                 "in_place", "fd_in", "fd_out", "tmp", "size", "extents",
-                 "failure")
+                 "in_place", "fresh", "fd_in", "fd_out", "tmp", "size",
+                 "extents", "failure")
 
     def __init__(self, src: str, dst: str, target: str,
                  src_st: os.stat_result, old_st: Optional[os.stat_result],
-                 mode: int, in_place: bool = False) -> None:
+                 mode: int, in_place: bool = False, fresh: bool = False) -> None:
         self.src = src
         self.dst = dst
         self.target = target
@@ -138,6 +142,7 @@ class FileJob:
         self.old_st = old_st
         self.mode = mode
         self.in_place = in_place
+        self.fresh = fresh
         # filled while copying
         self.fd_in = -1
         self.fd_out = -1
@@ -175,7 +180,9 @@ class FileCopier:
         self.stats = stats
         self.on_error = on_error
         self.on_progress = on_progress
-        self.temps: Set[str] = set()     # temporaries that exist right now
+        #: what a failure or a signal must remove: temporaries, and fresh
+        #: files not yet complete
+        self.temps: Set[str] = set()
         self.synced_dirs: Set[str] = set()
         self.ok = True
         self._tag = os.urandom(3).hex()
@@ -229,9 +236,18 @@ class FileCopier:
         return os.open(job.src, flags)
 
     def _create_temp(self, job: FileJob) -> None:
-        head, tail = os.path.split(job.target)
         flags = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                  | os.O_CLOEXEC)
+        if job.fresh:
+            self.temps.add(job.target)
+            try:
+                job.fd_out = os.open(job.target, flags, job.mode & 0o777)
+            except BaseException:
+                self.temps.discard(job.target)
+                raise
+            job.tmp = job.target
+            return
+        head, tail = os.path.split(job.target)
         for _ in range(100):
             self._serial += 1
             name = os.path.join(head, f".{tail[:180]}.ucp-{self._tag}"
@@ -294,7 +310,8 @@ class FileCopier:
                 self._apply_attrs(job, fd)
                 if self.options.fsync:
                     os.fsync(fd)
-                os.rename(job.tmp, job.target)  # type: ignore[arg-type]
+                if not job.fresh:
+                    os.rename(job.tmp, job.target)  # type: ignore[arg-type]
                 self.temps.discard(job.tmp)  # type: ignore[arg-type]
                 job.tmp = None
                 if self.options.fsync:

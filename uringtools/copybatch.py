@@ -6,13 +6,19 @@ Each file is one linked chain, so a batch of files costs one
     openat(src) -> openat(temporary, O_CREAT|O_EXCL) -> read -> write
                 -> renameat(temporary, destination)
 
+or, for a fresh file (its directory made by this run, see FileJob), four
+requests: the destination itself is created, and there is no rename::
+
+    openat(src) -> openat(destination, O_CREAT|O_EXCL) -> read -> write
+
 Both files are opened straight into slots of the registered file table
 (openat_direct: no process descriptors, so ``ulimit -n`` is no limit), and
-every request but the rename is flagged CQE_SKIP_SUCCESS, so a chain posts
-exactly one completion: the rename's on success, or the failing request's
-(which cancels the rest, rename included: a file is renamed into place only
-when all of it was written). A file whose chain fails for any reason has its
-temporary removed and is copied again by the plain engine, which reports
+every request but the last is flagged CQE_SKIP_SUCCESS, so a chain posts
+exactly one completion: the last request's on success, or the failing
+request's (which cancels the rest, rename included: a file is renamed into
+place only when all of it was written). A file whose chain fails for any
+reason (a short write included) has its temporary or fresh file removed and
+is copied again by the plain engine, which reports
 GNU's message (a vanished source, a short read, ENOSPC...).
 
 Two batches are in flight at a time: the kernel runs one while the tree walk
@@ -34,8 +40,8 @@ from . import fdio
 from ._uring import ffi
 from .copy import UMASK, FileCopier, FileJob
 from .ring import (OP_CLOSE, OP_OPENAT, OP_READ, OP_RENAMEAT, OP_WRITE,
-                   PACKED_SQE, SQE_CQE_SKIP_SUCCESS, SQE_FIXED_FILE,
-                   SQE_IO_LINK, Arena, Ring)
+                   PACKED_SQE, SETUP_COOP_TASKRUN, SQE_CQE_SKIP_SUCCESS,
+                   SQE_FIXED_FILE, SQE_IO_LINK, Arena, Ring)
 
 AT_FDCWD = -100
 #: files up to this size take the chain path (one read, one write)
@@ -53,7 +59,8 @@ _LINK_FIXED = _LINK | SQE_FIXED_FILE
 _AT_FDCWD_U32 = AT_FDCWD & 0xFFFFFFFF
 _FS_ENCODING = sys.getfilesystemencoding()
 _FS_ERRORS = sys.getfilesystemencodeerrors()
-_CHAIN5 = struct.Struct(PACKED_SQE + PACKED_SQE[1:] * 4).pack  # one chain
+_CHAIN5 = struct.Struct(PACKED_SQE + PACKED_SQE[1:] * 4).pack  # with rename
+_CHAIN4 = struct.Struct(PACKED_SQE + PACKED_SQE[1:] * 3).pack  # fresh file
 
 
 #: chain steps, in the low 3 bits of user_data
@@ -127,8 +134,13 @@ class BatchCopier:
         stats = self.stats
         try:
             # no DEFER_TASKRUN: the io-wq worker carries a chain to its end;
-            # the --stats lines describe the main ring, this one goes in extra
-            ring = Ring(entries, stats=stats, setup_flags=0, describe=False)
+            # COOP_TASKRUN: what it leaves for this thread (freeing requests,
+            # posting completions) waits for our next enter instead of
+            # interrupting the tree walk with an IPI each time (tmpfs, 10k
+            # files: 254 ms instead of 292). The --stats lines describe the
+            # main ring, this one goes in extra.
+            ring = Ring(entries, stats=stats, describe=False,
+                        setup_flags=(SETUP_COOP_TASKRUN, 0))
         except OSError as exc:
             self._refused(exc)
             return False
@@ -186,10 +198,13 @@ class BatchCopier:
             region = 0 if not self.flying or self.flying[-1].region else 1
             batch = self.batch = _Batch(self.seq, region)
             self.used = 0
-        files = self.files
-        head, sep, tail = job.target.rpartition("/")
-        files._serial += 1
-        tmp = f"{head}{sep}.{tail[:180]}.ucp-{files._tag}{files._serial:x}"
+        if job.fresh:
+            tmp = job.target
+        else:
+            files = self.files
+            head, sep, tail = job.target.rpartition("/")
+            files._serial += 1
+            tmp = f"{head}{sep}.{tail[:180]}.ucp-{files._tag}{files._serial:x}"
         batch.jobs.append(job)
         batch.tmps.append(tmp)
         batch.paths += (job.src, tmp, job.target)
@@ -218,6 +233,7 @@ class BatchCopier:
         self.files.temps.update(batch.tmps)   # before the kernel creates them
         sqes: List[bytes] = []
         k = 0
+        renames = 0
         for job in batch.jobs:
             size = job.src_st.st_size
             a_src = addr
@@ -225,6 +241,21 @@ class BatchCopier:
             a_dst = a_tmp + lens[k + 1]
             addr = a_dst + lens[k + 2]
             k += 3
+            if job.fresh:
+                sqes.append(_CHAIN4(
+                    OP_OPENAT, _LINK, 0, AT_FDCWD, 0, _OPEN_SRC, a_src, 0, 0,
+                    slot + 1, 0, ud | _S_OPEN_SRC,
+                    OP_OPENAT, _LINK, 0, AT_FDCWD, job.mode & 0o777, _OPEN_TMP,
+                    a_dst, 0, 0, slot + 2, 0, ud | _S_OPEN_TMP,
+                    OP_READ, _LINK_FIXED, 0, slot, size, 0, buf, 0, 0, 0, 0,
+                    ud | _S_READ,
+                    OP_WRITE, SQE_FIXED_FILE, 0, slot + 1, size, 0, buf, 0, 0,
+                    0, 0, ud | _S_WRITE))
+                buf += (size + _ALIGN - 1) & -_ALIGN
+                ud += 8
+                slot += 2
+                continue
+            renames += 1
             sqes.append(_CHAIN5(
                 OP_OPENAT, _LINK, 0, AT_FDCWD, 0, _OPEN_SRC, a_src, 0, 0,
                 slot + 1, 0, ud | _S_OPEN_SRC,
@@ -239,7 +270,9 @@ class BatchCopier:
             buf += (size + _ALIGN - 1) & -_ALIGN
             ud += 8
             slot += 2
-        ring.queue_packed(b"".join(sqes), 5 * len(sqes), 4 * len(sqes))
+        chains = len(sqes)
+        ring.queue_packed(b"".join(sqes), 4 * chains + renames,
+                          3 * chains + renames)
         batch.left = len(batch.jobs)
         r = batch.region
         self.region_files[r] = max(self.region_files[r], batch.left)
@@ -280,7 +313,9 @@ class BatchCopier:
         temps = files.temps
         failed: List[int] = []
         for i, job in enumerate(batch.jobs):
-            if batch.step[i] == _S_RENAME and batch.res[i] == 0:
+            step, res = batch.step[i], batch.res[i]
+            if (res == 0 and step == _S_RENAME) or (
+                    step == _S_WRITE and job.fresh and res == job.src_st.st_size):
                 temps.discard(batch.tmps[i])
                 size = job.src_st.st_size
                 stats.files += 1

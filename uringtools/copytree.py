@@ -338,7 +338,8 @@ class _Walker:
                     on_total(st.st_size)
                 if on_verbose is not None:
                     self.verbose(s, d)
-                yield FileJob(s, d, d, st, None, st.st_mode & 0o777 & ~UMASK)
+                yield FileJob(s, d, d, st, None, st.st_mode & 0o777 & ~UMASK,
+                              fresh=True)
             else:
                 yield from self.copy(s, d, False, st)
         self.dir_fixups.append((dst, src_st, created))

@@ -13,7 +13,7 @@ import errno
 import mmap
 import os
 import struct
-from typing import Iterable, List, NamedTuple, Optional, Tuple
+from typing import Iterable, List, NamedTuple, Optional, Tuple, Union
 
 from ._uring import ffi, lib
 from .stats import Stats
@@ -37,6 +37,7 @@ SQE_FIXED_FILE = lib.IOSQE_FIXED_FILE
 SQE_IO_LINK = lib.IOSQE_IO_LINK
 SQE_ASYNC = lib.IOSQE_ASYNC
 SQE_CQE_SKIP_SUCCESS = lib.IOSQE_CQE_SKIP_SUCCESS
+SETUP_COOP_TASKRUN = lib.IORING_SETUP_COOP_TASKRUN
 #: splice_flags bit: the splice input names a registered file
 SPLICE_F_FD_IN_FIXED = 1 << 31
 
@@ -225,7 +226,8 @@ class Ring:
     Args:
         entries: submission queue size; also the most SQEs one submit queues.
         stats: counters to fill (a new Stats when omitted).
-        setup_flags: force these setup flags instead of probing.
+        setup_flags: force these setup flags instead of probing, or a
+            tuple of flag sets to try in turn (the first the kernel takes).
         describe: write the set-up flags and registration notes into
             ``stats`` (False for a helper ring sharing another ring's Stats;
             its counters still add up).
@@ -235,16 +237,19 @@ class Ring:
     """
 
     def __init__(self, entries: int = 64, *, stats: Optional[Stats] = None,
-                 setup_flags: Optional[int] = None, describe: bool = True) -> None:
+                 setup_flags: Union[None, int, Tuple[int, ...]] = None,
+                 describe: bool = True) -> None:
         self.stats = stats if stats is not None else Stats()
         # notes go to a throw-away Stats when another ring describes ``stats``
         self._notes = self.stats if describe else Stats()
         self._ring = ffi.new("struct io_uring *")
         self._closed = True
         params = ffi.new("struct io_uring_params *")
+        if isinstance(setup_flags, int):
+            setup_flags = (setup_flags,)
         candidates: Iterable[Tuple[int, Tuple[str, ...]]] = (
             _SETUP_CANDIDATES if setup_flags is None
-            else ((setup_flags, (f"0x{setup_flags:x}",)),))
+            else tuple((f, (f"0x{f:x}",)) for f in setup_flags))
         res = -errno.EINVAL
         names: Tuple[str, ...] = ()
         for flags, names in candidates:

@@ -59,8 +59,8 @@ _LINK_FIXED = _LINK | SQE_FIXED_FILE
 _AT_FDCWD_U32 = AT_FDCWD & 0xFFFFFFFF
 _FS_ENCODING = sys.getfilesystemencoding()
 _FS_ERRORS = sys.getfilesystemencodeerrors()
-_CHAIN5 = struct.Struct(PACKED_SQE + PACKED_SQE[1:] * 4).pack  # with rename
-_CHAIN4 = struct.Struct(PACKED_SQE + PACKED_SQE[1:] * 3).pack  # fresh file
+_OPEN_READ_WRITE = struct.Struct(PACKED_SQE + PACKED_SQE[1:] * 3).pack
+_RENAME = struct.Struct(PACKED_SQE).pack
 
 
 #: chain steps, in the low 3 bits of user_data
@@ -236,41 +236,31 @@ class BatchCopier:
         renames = 0
         for job in batch.jobs:
             size = job.src_st.st_size
+            fresh = job.fresh
             a_src = addr
             a_tmp = a_src + lens[k]
             a_dst = a_tmp + lens[k + 1]
             addr = a_dst + lens[k + 2]
             k += 3
-            if job.fresh:
-                sqes.append(_CHAIN4(
-                    OP_OPENAT, _LINK, 0, AT_FDCWD, 0, _OPEN_SRC, a_src, 0, 0,
-                    slot + 1, 0, ud | _S_OPEN_SRC,
-                    OP_OPENAT, _LINK, 0, AT_FDCWD, job.mode & 0o777, _OPEN_TMP,
-                    a_dst, 0, 0, slot + 2, 0, ud | _S_OPEN_TMP,
-                    OP_READ, _LINK_FIXED, 0, slot, size, 0, buf, 0, 0, 0, 0,
-                    ud | _S_READ,
-                    OP_WRITE, SQE_FIXED_FILE, 0, slot + 1, size, 0, buf, 0, 0,
-                    0, 0, ud | _S_WRITE))
-                buf += (size + _ALIGN - 1) & -_ALIGN
-                ud += 8
-                slot += 2
-                continue
-            renames += 1
-            sqes.append(_CHAIN5(
+            sqes.append(_OPEN_READ_WRITE(
                 OP_OPENAT, _LINK, 0, AT_FDCWD, 0, _OPEN_SRC, a_src, 0, 0,
                 slot + 1, 0, ud | _S_OPEN_SRC,
                 OP_OPENAT, _LINK, 0, AT_FDCWD, job.mode & 0o777, _OPEN_TMP,
-                a_tmp, 0, 0, slot + 2, 0, ud | _S_OPEN_TMP,
+                a_dst if fresh else a_tmp, 0, 0, slot + 2, 0, ud | _S_OPEN_TMP,
                 OP_READ, _LINK_FIXED, 0, slot, size, 0, buf, 0, 0, 0, 0,
                 ud | _S_READ,
-                OP_WRITE, _LINK_FIXED, 0, slot + 1, size, 0, buf, 0, 0, 0,
-                0, ud | _S_WRITE,
-                OP_RENAMEAT, 0, 0, AT_FDCWD, _AT_FDCWD_U32, 0, a_tmp, a_dst,
-                0, 0, 0, ud | _S_RENAME))
+                OP_WRITE, SQE_FIXED_FILE if fresh else _LINK_FIXED, 0,
+                slot + 1, size, 0, buf, 0, 0, 0, 0, ud | _S_WRITE))
+            if not fresh:
+                renames += 1
+                sqes.append(_RENAME(
+                    OP_RENAMEAT, 0, 0, AT_FDCWD, _AT_FDCWD_U32, 0, a_tmp,
+                    a_dst, 0, 0, 0, ud | _S_RENAME))
             buf += (size + _ALIGN - 1) & -_ALIGN
             ud += 8
             slot += 2
-        chains = len(sqes)
+        chains = len(batch.jobs)
+        # every request but each chain's last is CQE_SKIP_SUCCESS
         ring.queue_packed(b"".join(sqes), 4 * chains + renames,
                           3 * chains + renames)
         batch.left = len(batch.jobs)

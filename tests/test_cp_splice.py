@@ -56,15 +56,24 @@ def test_spliced_copy_keeps_holes_and_replaces_destination(tmp_path: Path) -> No
     assert stats_of(res)["extra"]["holes_skipped"] == 1
 
 
+#: one pair at a time (256 KiB), and four pairs of 256 KiB in flight
+SHAPES = [["--block-size", "256K", "--queue-depth", "1"],
+          ["--block-size", "64K", "--queue-depth", "4"]]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("spec,message", [
     ("splice:eio:@2", b"error writing 'dst'"),    # a pair's writing half
     ("splice:eio:@3", b"error reading 'src'"),    # the next pair's reading half
+    ("splice:enospc:@6", b"error writing 'dst': No space left on device"),
+    ("splice:eio:@7", b"error reading 'src'"),    # the fourth pair's
 ])
 def test_spliced_copy_fault_keeps_old_destination(tmp_path: Path, spec: str,
-                                                  message: bytes) -> None:
+                                                  message: bytes,
+                                                  shape: list) -> None:
     (tmp_path / "src").write_bytes(os.urandom(3 << 20))
     (tmp_path / "dst").write_bytes(b"precious")
-    res = ucp("--block-size", "256K", "--queue-depth", "1", "src", "dst",
+    res = ucp(*shape, "src", "dst",
               cwd=tmp_path, env={"URINGTOOLS_FAULTS": spec})
     assert res.returncode == 1
     assert message in res.stderr and b"Traceback" not in res.stderr
@@ -72,12 +81,15 @@ def test_spliced_copy_fault_keeps_old_destination(tmp_path: Path, spec: str,
     assert [p.name for p in tmp_path.iterdir() if ".ucp-" in p.name] == []
 
 
+@pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("spec", ["splice:eintr:3", "splice:eagain:@2",
-                                  "splice:ecanceled:5", "splice:short:2"])
-def test_spliced_copy_survives_transient_faults(tmp_path: Path, spec: str) -> None:
+                                  "splice:ecanceled:5", "splice:short:2",
+                                  "splice:short:@4", "splice:eagain:@5"])
+def test_spliced_copy_survives_transient_faults(tmp_path: Path, spec: str,
+                                                shape: list) -> None:
     data = os.urandom((3 << 20) + 77)
     (tmp_path / "src").write_bytes(data)
-    res = ucp("--block-size", "256K", "--queue-depth", "1", "src", "dst",
+    res = ucp(*shape, "src", "dst",
               cwd=tmp_path, env={"URINGTOOLS_FAULTS": spec})
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "dst").read_bytes() == data

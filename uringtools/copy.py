@@ -691,7 +691,8 @@ class UringEngine:
                 try:
                     # bytes in flight per file, as the arena path has
                     done, failure = self.splicer.copy_range(
-                        src, dst, start, length, self.bs * self.queue_depth)
+                        src, dst, start, length, self.bs * self.queue_depth,
+                        pairs=self.queue_depth)
                 except WriteError as exc:
                     job.failure = _write_error(job, exc.errno or errno.EIO)
                     break

@@ -15,7 +15,7 @@ import errno
 import fcntl
 import os
 import stat
-from typing import Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from .errors import WriteError
 from .fdio import F_GETPIPE_SZ, F_SETPIPE_SZ, PIPE_SIZE_WANTED
@@ -66,6 +66,8 @@ class SpliceCopier:
         self.mode = mode
         self.stats = stats
         self.mid_r = self.mid_w = -1
+        #: more private pipes, for pairs in flight (copy_range)
+        self.spares: List[Optional[Tuple[int, int, int]]] = []
         if mode == VIA_PIPE:
             self.mid_r, self.mid_w = os.pipe2(os.O_CLOEXEC)
             _grow_pipe(self.mid_w)
@@ -79,6 +81,8 @@ class SpliceCopier:
             if fd >= 0:
                 os.close(fd)
         self.mid_r = self.mid_w = -1
+        for k in range(len(self.spares)):
+            self._drop_spare(k)
 
     def copy(self, src: FileRef, start: int, size: int) -> Tuple[Optional[str], int]:
         """Splice ``src`` from ``start`` until a read returns 0.
@@ -121,11 +125,16 @@ class SpliceCopier:
             offset += moved
 
     def copy_range(self, src: FileRef, dst: FileRef, offset: int, length: int,
-                   chunk: int = 0) -> Tuple[int, Optional[str]]:
+                   chunk: int = 0, pairs: int = 1) -> Tuple[int, Optional[str]]:
         """Splice ``length`` bytes of ``src`` at ``offset`` into ``dst`` at
-        the same offset, through the private pipe (file to file: one copy,
+        the same offset, through private pipes (file to file: one copy,
         page cache to page cache, as copy_file_range would), at most
         ``chunk`` bytes (default: the pipe's size) per request.
+
+        ``pairs`` > 1 keeps that many pairs in flight, each through a pipe
+        of its own: the io-wq worker goes from one pair to the next without
+        waiting for this thread to wake up and submit. The writes are
+        positional, so their order does not matter.
 
         Returns:
             (bytes copied, reason the input failed or None); fewer bytes
@@ -139,6 +148,14 @@ class SpliceCopier:
         in_flags = SPLICE_F_FD_IN_FIXED if src.sqe_flags else 0
         chunk = min(chunk, self.chunk) if chunk > 0 else self.chunk
         done = 0
+        if pairs > 1 and length > chunk:
+            done, failure = self._pairs_in_flight(
+                src.target, in_flags, dst, offset, length, chunk, pairs)
+            if failure is not None:
+                return done, failure
+        # one pair at a time: all of it, or the rest from the first pair in
+        # flight that did not move its whole chunk (short read at the end
+        # of a shrunk file, short write, a retry)
         while done < length:
             want = min(chunk, length - done)
             moved, failure = self._via_pipe(src.target, in_flags, offset + done,
@@ -149,6 +166,90 @@ class SpliceCopier:
                 return done, None
             done += moved
         return done, None
+
+    def _pairs_in_flight(self, in_fd: int, in_flags: int, dst: FileRef,
+                         offset: int, length: int, chunk: int,
+                         pairs: int) -> Tuple[int, Optional[str]]:
+        """Up to ``pairs`` linked pairs in flight over pipes of their own.
+
+        Stops issuing at the first pair that did not move its whole chunk,
+        waits for the others, and drops the pipes that may hold bytes.
+
+        Returns:
+            (bytes from ``offset`` certainly copied, read failure or None).
+
+        Raises:
+            WriteError: the destination refused a pair's bytes.
+        """
+        ring, stats = self.ring, self.stats
+        pipes = self._spare_pipes(pairs)
+        chunk = min([chunk] + [cap for _, _, cap in pipes])
+        free = list(range(len(pipes) - 1, -1, -1))
+        flying: Dict[int, Tuple[int, int]] = {}
+        end = offset + length
+        next_off = offset
+        first_bad = end + 1
+        read_failure: Optional[str] = None
+        write_failure: Optional[OSError] = None
+        while True:
+            while free and next_off < end and first_bad > end:
+                k = free.pop()
+                mid_r, mid_w, _ = pipes[k]
+                want = min(chunk, end - next_off)
+                ring.prep(OP_SPLICE, mid_w, next_off, want, -1,
+                          (k << 8) | _UD_IN,
+                          flags=SQE_IO_LINK | SQE_CQE_SKIP_SUCCESS,
+                          op_flags=in_flags, splice_fd_in=in_fd)
+                ring.prep(OP_SPLICE, dst.target, -1, want, next_off,
+                          (k << 8) | _UD_OUT, flags=dst.sqe_flags,
+                          splice_fd_in=mid_r)
+                flying[k] = (next_off, want)
+                next_off += want
+            if not flying:
+                break
+            n = ring.wait(1)
+            for i in range(n):
+                ud, res = ring.cqe_user_data[i], ring.cqe_res[i]
+                k = ud >> 8
+                off, want = flying.pop(k)
+                if ud & 0xFF == _UD_OUT and res == want:
+                    stats.bytes_read += want
+                    stats.bytes_written += want
+                    free.append(k)
+                    continue
+                # this pair stopped short: its pipe may hold bytes
+                self._drop_spare(k)
+                first_bad = min(first_bad, off)
+                if res < 0 and res not in _RETRY:
+                    if ud & 0xFF == _UD_IN:
+                        read_failure = read_failure or error(res).strerror
+                    else:
+                        write_failure = write_failure or error(res)
+        if write_failure is not None:
+            raise WriteError.of(write_failure)
+        if first_bad > end:
+            return length, None
+        self.stats.resubmissions += 1
+        return first_bad - offset, read_failure
+
+    def _spare_pipes(self, count: int) -> List[Tuple[int, int, int]]:
+        """``count`` private pipes for pairs in flight (made on first use)."""
+        spares = self.spares
+        while len(spares) < count:
+            spares.append(None)
+        for k in range(count):
+            if spares[k] is None:
+                mid_r, mid_w = os.pipe2(os.O_CLOEXEC)
+                _grow_pipe(mid_w)
+                spares[k] = (mid_r, mid_w, fcntl.fcntl(mid_w, F_GETPIPE_SZ))
+        return [p for p in spares[:count] if p is not None]
+
+    def _drop_spare(self, k: int) -> None:
+        pipe = self.spares[k]
+        if pipe is not None:
+            os.close(pipe[0])
+            os.close(pipe[1])
+            self.spares[k] = None
 
     # -- file -> output pipe ----------------------------------------------
 

@@ -46,8 +46,11 @@ from .ring import (OP_CLOSE, OP_OPENAT, OP_READ, OP_RENAMEAT, OP_WRITE,
 AT_FDCWD = -100
 #: files up to this size take the chain path (one read, one write)
 SMALL_MAX = 64 << 10
-#: files per batch (two batches in flight; four table slots per file)
+#: files per batch
 BATCH_FILES = 128
+#: batches in flight (each with its region of the arena and the file table:
+#: two table slots per file)
+FLYING = 2
 #: bytes of buffer per batch (the arena holds two)
 BATCH_BYTES = 1 << 20
 _ALIGN = 4096
@@ -76,7 +79,7 @@ class _Batch:
 
     def __init__(self, first: int, region: int) -> None:
         self.first = first               # user_data sequence of jobs[0]
-        self.region = region             # which half of arena and table
+        self.region = region             # which region of arena and table
         self.jobs: List[FileJob] = []
         self.tmps: List[str] = []
         self.paths: List[str] = []       # src, tmp, dst per file
@@ -109,7 +112,7 @@ class BatchCopier:
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft != resource.RLIM_INFINITY:
             # the table size is checked against RLIMIT_NOFILE
-            max_files = min(max_files, soft // 4)
+            max_files = min(max_files, soft // (2 * FLYING))
         self.enabled = self.enabled and max_files >= 1
         self.max_files = max_files
         self.euid, self.egid = os.geteuid(), os.getegid()
@@ -119,7 +122,7 @@ class BatchCopier:
         self.used = 0                           # its buffer bytes
         self.flying: List[_Batch] = []          # submitted, oldest first
         self.closes = 0                         # CLOSEs in flight
-        self.region_files = [0, 0]              # most files a region held
+        self.region_files = [0] * FLYING        # most files a region held
 
     def ready(self) -> bool:
         """Set the ring up on first use; False (noted in stats) if refused."""
@@ -147,15 +150,16 @@ class BatchCopier:
         try:
             # plain buffers: pinning them costs more than small
             # files gain from fixed ones
-            self.arena = Arena(2, BATCH_BYTES)
-            if not ring.register_file_table(4 * max_files):
+            self.arena = Arena(FLYING, BATCH_BYTES)
+            if not ring.register_file_table(2 * FLYING * max_files):
                 raise OSError(errno.EMFILE, "no registered file table")
         except OSError as exc:
             ring.close()
             self._refused(exc)
             return False
         stats.extra["chains"] = (
-            f"{max_files} files x 2 batches, table of {4 * max_files}")
+            f"{max_files} files x {FLYING} batches, "
+            f"table of {2 * FLYING * max_files}")
         self.ring = ring
         self.stats.extra["chain_batches"] = 0
         return True
@@ -193,9 +197,9 @@ class BatchCopier:
             self.launch()
             batch = None
         if batch is None:
-            if len(self.flying) == 2:
+            if len(self.flying) == FLYING:
                 self._complete(self.flying[0])
-            region = 0 if not self.flying or self.flying[-1].region else 1
+            region = (self.flying[-1].region + 1) % FLYING if self.flying else 0
             batch = self.batch = _Batch(self.seq, region)
             self.used = 0
         if job.fresh:
@@ -368,7 +372,7 @@ class BatchCopier:
         try:
             while ring.in_flight:
                 ring.wait(1)
-            for r in (0, 1):
+            for r in range(FLYING):
                 base = r * 2 * self.max_files
                 for slot in range(base, base + 2 * self.region_files[r]):
                     if ring.room < 1:

@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""Run shell commands alternately, several rounds; print medians and ratios.
+
+For comparing two builds of uringtools (or a command and its GNU peer) in
+one run on a noisy machine. Each command is a shell snippet; ``$D`` is a
+fresh destination path for that run (under ``--dir``). Destinations are
+deleted after each run, or, with ``--reset CMD``, left alone and CMD runs
+before every round instead (e.g. a fresh mkfs: on ext4, creating 10k files
+right after deleting 10k is slow for minutes, DESIGN.md trap 16).
+
+    python bench/alternate.py --rounds 7 --dir /dev/shm \\
+        gnu 'cp -r /dev/shm/tree $D' \\
+        ours 'uring-cp -r /dev/shm/tree $D'
+
+The first command is the peer the ratios are taken against.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from typing import Dict, List
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--dir", default="/dev/shm",
+                    help="where the $D destinations go")
+    ap.add_argument("--reset", help="shell command run before every round "
+                    "(destinations are then not deleted)")
+    ap.add_argument("pairs", nargs="+", metavar="LABEL COMMAND")
+    args = ap.parse_args()
+    if len(args.pairs) % 2:
+        ap.error("give LABEL COMMAND pairs")
+    commands = list(zip(args.pairs[::2], args.pairs[1::2]))
+    times: Dict[str, List[float]] = {label: [] for label, _ in commands}
+    for r in range(args.rounds):
+        if args.reset:
+            subprocess.run(args.reset, shell=True, check=True,
+                           stdout=subprocess.DEVNULL)
+        for k, (label, command) in enumerate(commands):
+            dest = os.path.join(args.dir, f"alternate-{os.getpid()}-{k}-{r}")
+            env = dict(os.environ, D=dest)
+            t0 = time.perf_counter()
+            res = subprocess.run(command, shell=True, env=env,
+                                 stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE)
+            times[label].append(time.perf_counter() - t0)
+            if res.returncode != 0:
+                sys.stderr.write(f"{label}: exit {res.returncode}: "
+                                 f"{res.stderr.decode(errors='replace')}\n")
+                return 1
+            if not args.reset:
+                if os.path.isdir(dest) and not os.path.islink(dest):
+                    shutil.rmtree(dest)
+                elif os.path.lexists(dest):
+                    os.unlink(dest)
+    base = statistics.median(times[commands[0][0]])
+    print(f"| command | median | vs {commands[0][0]} | all runs (ms) |")
+    print("|---|---:|---:|---|")
+    for label, _ in commands:
+        m = statistics.median(times[label])
+        runs = ", ".join(f"{t * 1e3:.0f}" for t in sorted(times[label]))
+        print(f"| {label} | {m * 1e3:.0f} ms | {m / base:.2f}x | {runs} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -13,22 +13,21 @@ import errno
 import fcntl
 import os
 import stat
-from collections import deque
-from typing import (Any, Callable, Deque, List, NamedTuple, Optional, Sequence,
-                    Tuple)
+from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 from . import fdio
 from .catfmt import CatFormat, CatFormatter
-from .ring import (OP_POLL_ADD, OP_READ, OP_READ_FIXED, OP_WRITE,
-                   OP_WRITE_FIXED, SQE_IO_LINK, Arena, FileRef, Ring, error)
+from .ring import (OP_POLL_ADD, OP_WRITE, OP_WRITE_FIXED, SQE_IO_LINK, FileRef,
+                   error)
 from .errors import WriteError
+from .readahead import (K_CALLER, K_POLL, K_READ, KIND_MASK, ReadAhead,
+                        ring_with_arena)
 from .splicing import SpliceCopier, splice_mode
 from .stats import Stats
 
 DEFAULT_BLOCK_SIZE = 128 * 1024
 DEFAULT_QUEUE_DEPTH = 4
 
-POLLIN = 0x001
 POLLOUT = 0x004
 
 #: Called with (operand name, reason) for each input that fails.
@@ -253,10 +252,8 @@ def _regular_output(fd: int) -> bool:
 #: Memory that abandoned rings may still read or write: never freed.
 _ABANDONED: List[object] = []
 
-# slot states
-_FREE, _READING, _FILLED, _EOF, _ERROR = range(5)
-# user_data kinds (low 3 bits); the slot number sits above them
-_K_READ, _K_WRITE, _K_POLL = 1, 2, 3
+#: user_data kind of our writes (the reads' and polls' are ReadAhead's)
+_K_WRITE = K_CALLER
 
 
 class _UringCopier(_Copier):
@@ -267,15 +264,11 @@ class _UringCopier(_Copier):
                  splice: Optional[str] = None) -> None:
         self.stats = stats
         self.block_size = block_size
-        self.depth = depth
         self.formatter = formatter
-        entries = 8
-        while entries < 2 * depth + 4:
-            entries *= 2
-        self.ring = Ring(entries, stats=stats)
+        # extra: room for the write, its poll and splices
+        self.ring, self.arena = ring_with_arena(depth, block_size, stats, 4)
+        self.fixed = self.ring.buffers_registered
         try:
-            self.arena = Arena(depth, block_size)
-            self.fixed = self.ring.register_arena(self.arena)
             if self.ring.register_file_table(2):
                 self.out = self.ring.attach_file(out_fd)
             else:
@@ -326,50 +319,22 @@ class _UringCopier(_Copier):
         if (self.splicer is not None and fdio.is_positional(inp.st)
                 and not inp.direct):
             return self._splice(inp)
-        ring, stats, bs, depth = self.ring, self.stats, self.block_size, self.depth
+        ring, stats, arena = self.ring, self.stats, self.arena
         self._note_path("read_fixed/write_fixed" if self.fixed else "read/write")
-        arena = self.arena
         src = ring.attach_file(inp.fd)
-        positional = fdio.is_positional(inp.st)
-        offset = os.lseek(inp.fd, 0, os.SEEK_CUR) if positional else -1
-        start = offset
-        # Regular files: read up to the size fstat gave, plus one read at
-        # that offset to see EOF (or growth), as read(2) would; streams: no limit.
-        limit = start + inp.st.st_size if positional else 0
-        max_reads = depth if positional else 1
-        direct = inp.direct
-        if direct:
+        if inp.direct:
             stats.count("direct_files")
-            if not positional or bs % fdio.DIRECT_ALIGN or start % fdio.DIRECT_ALIGN:
-                fdio.drop_direct(inp.fd, stats)
-                direct = False
-        read_op = OP_READ_FIXED if self.fixed else OP_READ
+        # bounded: up to the size fstat gave, then one read there to see EOF
+        # or growth, as read(2) would
+        ra = ReadAhead(ring, arena, src, inp.st, stats, bounded=True,
+                       direct=inp.direct)
         write_op = OP_WRITE_FIXED if self.fixed else OP_WRITE
-
-        state = [_FREE] * depth
-        length = [0] * depth
-        slot_off = [0] * depth
-        discard = [False] * depth
-        order: Deque[int] = deque()
-        next_slot = 0
-        reads = 0          # read requests in flight, discarded ones included
-        ended = False      # a read hit EOF or an error: issue no more reads
-        failure: Optional[str] = None
-        done = False       # the writer passed the end of this input
-        delivered = 0      # bytes of this input handed to the writer
+        formatter = self.formatter
         # the write in flight: its slots, next address, bytes left, and data
-        writing: List[int] = []
+        w_first = w_count = 0
         w_addr = w_left = 0
         w_busy = False
         w_keep: Optional[Tuple[Any, int]] = None
-
-        def prep_read(slot: int) -> None:
-            nonlocal direct
-            if direct and slot_off[slot] % fdio.DIRECT_ALIGN:
-                fdio.drop_direct(inp.fd, stats)
-                direct = False
-            ring.prep(read_op, src.target, arena.addr(slot), bs, slot_off[slot],
-                      (slot << 3) | _K_READ, flags=src.sqe_flags)
 
         # where our next byte lands in a regular output, if nobody else
         # writes to it meanwhile
@@ -382,122 +347,38 @@ class _UringCopier(_Copier):
                       self.out.target, w_addr, w_left, -1, _K_WRITE,
                       flags=self.out.sqe_flags)
 
-        def prep_poll(ref: FileRef, mask: int) -> None:
-            ring.prep(OP_POLL_ADD, ref.target, 0, 0, 0, _K_POLL,
-                      flags=ref.sqe_flags | SQE_IO_LINK, op_flags=mask)
-
-        def drop_after(pos_slot: int) -> None:
-            """Forget every slot queued after ``pos_slot``."""
-            nonlocal next_slot
-            while order and order[-1] != pos_slot:
-                s = order.pop()
-                if state[s] == _READING:
-                    discard[s] = True
-                else:
-                    state[s] = _FREE
-            next_slot = (pos_slot + 1) % depth
-
         try:
             while True:
-                # queue reads into free slots, in cyclic order
-                while (not ended and not done and reads < max_reads
-                       and state[next_slot] == _FREE and offset <= limit):
-                    s = next_slot
-                    state[s] = _READING
-                    slot_off[s] = offset
-                    if positional:
-                        offset += bs
-                    prep_read(s)
-                    reads += 1
-                    order.append(s)
-                    next_slot = (s + 1) % depth
+                ra.fill()
                 # hand the oldest filled slots to the writer
-                while not w_busy and order and state[order[0]] != _READING:
-                    s = order[0]
-                    if state[s] == _EOF or state[s] == _ERROR:
-                        done = True
-                        order.popleft()
-                        state[s] = _FREE
-                        drop_after_all = list(order)
-                        order.clear()
-                        for t in drop_after_all:
-                            if state[t] == _READING:
-                                discard[t] = True
-                            else:
-                                state[t] = _FREE
+                while not w_busy:
+                    first, count, nbytes = ra.take(formatter is None)
+                    if not count:
                         break
-                    stats.bytes_read += length[s]
-                    delivered += length[s]
-                    if self.formatter is not None:
-                        data = self.formatter.feed(
-                            bytes(arena.slot_view(s, length[s])))
-                        order.popleft()
-                        state[s] = _FREE
+                    if formatter is not None:
+                        data = formatter.feed(
+                            bytes(arena.slot_view(first, nbytes)))
+                        ra.release(first)
                         if not data:
                             continue
                         w_keep = self._cbuf(data)
                         w_addr, w_left = w_keep[1], len(data)
-                        writing = []
+                        w_count = 0
                     else:
-                        run = [order.popleft()]
-                        while (order and state[order[0]] == _FILLED
-                               and order[0] == run[-1] + 1
-                               and length[run[-1]] == bs):
-                            t = order.popleft()
-                            stats.bytes_read += length[t]
-                            delivered += length[t]
-                            run.append(t)
-                        writing = run
-                        w_addr = arena.addr(run[0])
-                        w_left = sum(length[t] for t in run)
+                        w_first, w_count = first, count
+                        w_addr, w_left = arena.addr(first), nbytes
                         w_keep = None
                     prep_write()
                     w_busy = True
-                if done and not w_busy and reads == 0:
+                if ra.done and not w_busy and ra.reads == 0:
                     break
                 n = ring.wait(1)
                 ud_arr, res_arr = ring.cqe_user_data, ring.cqe_res
                 for i in range(n):
                     ud, res = ud_arr[i], res_arr[i]
-                    kind = ud & 7
-                    if kind == _K_READ:
-                        s = ud >> 3
-                        reads -= 1
-                        if discard[s]:
-                            discard[s] = False
-                            state[s] = _FREE
-                            continue
-                        if res > 0:
-                            length[s] = res
-                            state[s] = _FILLED
-                            if positional and slot_off[s] + res > limit:
-                                limit = slot_off[s] + res  # the file grew
-                            if res < bs:
-                                stats.short_reads += 1
-                                if positional:
-                                    # the blocks queued after this one were
-                                    # read from the wrong offsets: re-read
-                                    drop_after(s)
-                                    offset = slot_off[s] + res
-                                    ended = failure is not None
-                        elif res == 0:
-                            state[s] = _EOF
-                            ended = True
-                        elif res in (-errno.EAGAIN, -errno.EINTR, -errno.ECANCELED) \
-                                or (res == -errno.EINVAL and direct):
-                            stats.resubmissions += 1
-                            if res == -errno.EINVAL:
-                                # this filesystem refuses the direct read
-                                fdio.drop_direct(inp.fd, stats)
-                                direct = False
-                            if res == -errno.EAGAIN:
-                                prep_poll(src, POLLIN)
-                            prep_read(s)
-                            reads += 1
-                        else:
-                            state[s] = _ERROR
-                            failure = error(res, inp.name).strerror
-                            ended = True
+                    kind = ud & KIND_MASK
+                    if kind == K_READ:
+                        ra.complete(ud, res)
                     elif kind == _K_WRITE:
                         if res >= 0:
                             stats.bytes_written += res
@@ -506,9 +387,8 @@ class _UringCopier(_Copier):
                         if res > 0 and out_pos >= 0:
                             out_pos += res
                         if res == w_left:
-                            for t in writing:
-                                state[t] = _FREE
-                            writing = []
+                            ra.release(w_first, w_count)
+                            w_count = 0
                             w_keep = None
                             w_busy = False
                         elif res > 0:
@@ -521,22 +401,26 @@ class _UringCopier(_Copier):
                                      -errno.ECANCELED, 0):
                             stats.resubmissions += 1
                             if res == -errno.EAGAIN:
-                                prep_poll(self.out, POLLOUT)
+                                out = self.out
+                                ring.prep(OP_POLL_ADD, out.target, 0, 0, 0,
+                                          K_POLL, op_flags=POLLOUT,
+                                          flags=out.sqe_flags | SQE_IO_LINK)
                             prep_write()
                         else:
                             raise WriteError.of(error(res))
-                    # _K_POLL: the linked request that follows does the work
-            if failure is None and delivered == 0 and not positional \
+                    # K_POLL: the linked request that follows does the work
+            failure = os.strerror(ra.failure) if ra.failure else None
+            if failure is None and ra.taken == 0 and not ra.positional \
                     and stat.S_ISREG(inp.st.st_mode):
                 # A file claiming size 0 that the ring read as empty: some
                 # FUSE files answer io_uring with 0 bytes and read(2) with data.
                 return self._confirm_empty(inp.fd)
-            if positional and not inp.owned:
+            if ra.positional and not inp.owned:
                 # leave a shared stdin where we stopped, as read(2) would
-                os.lseek(inp.fd, start + delivered, os.SEEK_SET)
+                os.lseek(inp.fd, ra.start + ra.taken, os.SEEK_SET)
             return failure
         finally:
-            if reads or w_busy:
+            if ra.reads or w_busy:
                 # Only an exception (Ctrl-C, SIGTERM, a write error) leaves
                 # requests in flight. Waiting for them could block forever (a
                 # read from a FIFO nobody writes to): abandon the ring instead.

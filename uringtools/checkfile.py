@@ -107,6 +107,17 @@ def _cstr(data: bytes) -> bytes:
     return data if nul < 0 else data[:nul]
 
 
+def _name_field(data: bytes, escaped: bool) -> Optional[bytes]:
+    """The file name of a check line (unescaped when the line starts with a
+    backslash, up to a NUL); None for an invalid escape."""
+    if escaped:
+        unescaped = unescape_name(data)
+        if unescaped is None:
+            return None
+        data = unescaped
+    return _cstr(data)
+
+
 def _is_hex(data: bytes) -> bool:
     return bool(data) and all(c in _HEX for c in data)
 
@@ -191,13 +202,9 @@ class CheckParser:
         close = rest.rfind(b")")
         if close < 0:
             return None
-        name = rest[:close]
-        if escaped:
-            unescaped = unescape_name(name)
-            if unescaped is None:
-                return None
-            name = unescaped
-        name = _cstr(name)
+        name = _name_field(rest[:close], escaped)
+        if name is None:
+            return None
         j = close + 1
         while j < len(rest) and rest[j] in _WHITE:
             j += 1
@@ -239,13 +246,9 @@ class CheckParser:
         elif self._bsd_reversed != 1:
             self._bsd_reversed = 0
             i += 1
-        name = s[i:]
-        if escaped:
-            unescaped = unescape_name(name)
-            if unescaped is None:
-                return None
-            name = unescaped
-        name = _cstr(name)
+        name = _name_field(s[i:], escaped)
+        if name is None:
+            return None
         return CheckLine(name, digest.decode().lower(), hex_len * 4)
 
 

@@ -8,7 +8,7 @@ import fcntl
 import os
 import select
 import stat
-from typing import Optional
+from typing import Any, Callable, Optional
 
 from .stats import Stats
 
@@ -24,6 +24,18 @@ def wait_ready(fd: int, writable: bool) -> None:
     poller.poll()
 
 
+def _call_waiting(op: Callable[[int, Any], int], fd: int, arg: Any,
+                  writable: bool) -> int:
+    """``op(fd, arg)``, waiting out EAGAIN and retrying EINTR."""
+    while True:
+        try:
+            return op(fd, arg)
+        except BlockingIOError:
+            wait_ready(fd, writable)
+        except InterruptedError:
+            pass
+
+
 def write_all(fd: int, data: memoryview, stats: Optional[Stats] = None) -> None:
     """Write every byte of ``data`` to ``fd``, waiting out EAGAIN.
 
@@ -32,13 +44,7 @@ def write_all(fd: int, data: memoryview, stats: Optional[Stats] = None) -> None:
     """
     view = memoryview(data)
     while view:
-        try:
-            n = os.write(fd, view)
-        except BlockingIOError:
-            wait_ready(fd, writable=True)
-            continue
-        except InterruptedError:
-            continue
+        n = _call_waiting(os.write, fd, view, True)
         if stats is not None:
             stats.count_syscall("write")
             stats.bytes_written += n
@@ -49,18 +55,11 @@ def write_all(fd: int, data: memoryview, stats: Optional[Stats] = None) -> None:
 
 def read_into(fd: int, buf: bytearray, stats: Optional[Stats] = None) -> int:
     """One read(2) into ``buf``, waiting out EAGAIN; returns the count (0 at EOF)."""
-    while True:
-        try:
-            n = os.readv(fd, [buf])
-        except BlockingIOError:
-            wait_ready(fd, writable=False)
-            continue
-        except InterruptedError:
-            continue
-        if stats is not None:
-            stats.count_syscall("read")
-            stats.bytes_read += n
-        return n
+    n = _call_waiting(os.readv, fd, [buf], False)
+    if stats is not None:
+        stats.count_syscall("read")
+        stats.bytes_read += n
+    return n
 
 
 def enlarge_pipe(fd: int, st: os.stat_result) -> None:

@@ -25,16 +25,14 @@ from typing import (Any, Callable, Generator, List, NamedTuple, Optional,
                     Sequence)
 
 from . import fdio
-from .ring import (OP_POLL_ADD, OP_READ, OP_READ_FIXED, SQE_ASYNC, SQE_IO_LINK,
-                   Arena, FileRef, Ring)
+from .readahead import K_READ, KIND_MASK, ReadAhead, ring_with_arena
+from .ring import FileRef, Ring
 from .stats import Stats
 
 DEFAULT_BLOCK_SIZE = 128 * 1024
 DEFAULT_QUEUE_DEPTH = 4
 DEFAULT_ALGORITHM = "sha256"
 FAST_EXTRA_HINT = "pip install 'uringtools[fast]'"
-
-POLLIN = 0x001
 
 
 class MissingExtra(ValueError):
@@ -229,10 +227,6 @@ class _SyncReader(_Reader):
 #: Arenas of rings closed with reads in flight: never unmapped.
 _ABANDONED: List[object] = []
 
-# slot states
-_FREE, _READING, _FILLED, _EOF = range(4)
-_K_READ, _K_POLL = 1, 2
-
 
 class _UringReader(_Reader):
     """Read ahead through the ring; digest each slot in file order."""
@@ -240,16 +234,9 @@ class _UringReader(_Reader):
     def __init__(self, block_size: int, depth: int, stats: Stats,
                  async_reads: bool = True) -> None:
         self.stats = stats
-        self.block_size = block_size
-        self.depth = depth
-        self.async_flag = SQE_ASYNC if async_reads else 0
-        entries = 8
-        while entries < 2 * depth + 2:
-            entries *= 2
-        self.ring = Ring(entries, stats=stats)
+        self.async_reads = async_reads
+        self.ring, self.arena = ring_with_arena(depth, block_size, stats, 2)
         try:
-            self.arena = Arena(depth, block_size)
-            self.fixed = self.ring.register_arena(self.arena)
             self.table = self.ring.register_file_table(1)
         except BaseException:
             self.ring.close()
@@ -263,146 +250,49 @@ class _UringReader(_Reader):
 
     def feed(self, fd: int, st: os.stat_result, h: Any,
              cancelled: Callable[[], bool]) -> int:
-        ring, stats, bs, depth, arena = (self.ring, self.stats,
-                                         self.block_size, self.depth, self.arena)
+        ring, arena = self.ring, self.arena
         src = ring.attach_file(fd) if self.table else FileRef(fd, 0, fd, -1)
-        positional = fdio.is_positional(st)
-        offset = os.lseek(fd, 0, os.SEEK_CUR) if positional else -1
-        start = offset
-        max_reads = depth if positional else 1
-        read_op = OP_READ_FIXED if self.fixed else OP_READ
-        flags = src.sqe_flags | (self.async_flag if positional else 0)
-        # O_DIRECT: the arena is page aligned; offsets and the block size
-        # must be too, else the rest goes through the page cache
-        direct = fdio.is_direct(fd)
-        if direct and (not positional or bs % fdio.DIRECT_ALIGN
-                       or start % fdio.DIRECT_ALIGN):
-            fdio.drop_direct(fd, stats)
-            direct = False
-
-        state = [_FREE] * depth
-        length = [0] * depth
-        slot_off = [0] * depth
-        discard = [False] * depth
-        order: List[int] = []      # slots in file order, oldest first
-        head = 0                   # index into order of the next slot to hash
-        next_slot = 0
-        reads = 0                  # in flight, discarded ones included
-        ended = False              # EOF or error seen: queue no more reads
-        failure = 0                # errno of a failed read
-        total = 0
-
-        def prep_read(slot: int) -> None:
-            nonlocal direct
-            if direct and slot_off[slot] % fdio.DIRECT_ALIGN:
-                fdio.drop_direct(fd, stats)
-                direct = False
-            ring.prep(read_op, src.target, arena.addr(slot), bs,
-                      slot_off[slot], (slot << 2) | _K_READ, flags=flags)
-
+        # unbounded: read on until a read returns 0. O_DIRECT: the arena is
+        # page aligned; offsets and the block size must be too, else the
+        # rest goes through the page cache
+        ra = ReadAhead(ring, arena, src, st, self.stats, bounded=False,
+                       direct=fdio.is_direct(fd), async_reads=self.async_reads)
         try:
             while True:
-                # queue reads into free slots, in cyclic order
-                queued = False
-                while (not ended and reads < max_reads
-                       and state[next_slot] == _FREE):
-                    s = next_slot
-                    state[s] = _READING
-                    slot_off[s] = offset
-                    if positional:
-                        offset += bs
-                    prep_read(s)
-                    reads += 1
-                    queued = True
-                    order.append(s)
-                    next_slot = (s + 1) % depth
-                if head < len(order) and state[order[head]] == _FILLED:
+                queued = ra.fill()
+                s, n, nbytes = ra.take()
+                if n:
                     if queued:
                         ring.submit()   # start the reads, then hash meanwhile
-                    s = order[head]
-                    head += 1
-                    with arena.slot_view(s, length[s]) as chunk:
+                    with arena.slot_view(s, nbytes) as chunk:
                         self._update(h, chunk)
-                    stats.bytes_read += length[s]
-                    total += length[s]
-                    state[s] = _FREE
-                    if head > 64:
-                        del order[:head]
-                        head = 0
+                    ra.release(s)
                     continue
-                if head < len(order) and state[order[head]] == _EOF:
+                if ra.done or cancelled():
                     break
-                if failure and reads == 0:
-                    break
-                if cancelled():
-                    break
-                if reads == 0:       # cannot happen: never digest a partial file
+                if ra.reads == 0:    # cannot happen: never digest a partial file
                     raise OSError(errno.EIO, os.strerror(errno.EIO))
                 n = ring.wait(1)
                 ud_arr, res_arr = ring.cqe_user_data, ring.cqe_res
                 for i in range(n):
-                    ud, res = ud_arr[i], res_arr[i]
-                    if ud & 3 != _K_READ:
-                        continue
-                    s = ud >> 2
-                    reads -= 1
-                    if discard[s]:
-                        discard[s] = False
-                        state[s] = _FREE
-                        continue
-                    if res > 0:
-                        length[s] = res
-                        state[s] = _FILLED
-                        if res < bs and positional:
-                            stats.short_reads += 1
-                            # blocks queued after this one were read from the
-                            # wrong offsets: forget them and go on from here
-                            pos = order.index(s, head)
-                            for t in order[pos + 1:]:
-                                if state[t] == _READING:
-                                    discard[t] = True
-                                else:
-                                    state[t] = _FREE
-                            del order[pos + 1:]
-                            next_slot = (s + 1) % depth
-                            offset = slot_off[s] + res
-                            ended = failure != 0  # read on until a read gives 0
-                        elif res < bs:
-                            stats.short_reads += 1
-                    elif res == 0:
-                        state[s] = _EOF
-                        ended = True
-                    elif res in (-errno.EAGAIN, -errno.EINTR, -errno.ECANCELED) \
-                            or (res == -errno.EINVAL and direct):
-                        stats.resubmissions += 1
-                        if res == -errno.EINVAL:
-                            # this filesystem refuses the direct read
-                            fdio.drop_direct(fd, stats)
-                            direct = False
-                        if res == -errno.EAGAIN:
-                            ring.prep(OP_POLL_ADD, src.target, 0, 0, 0, _K_POLL,
-                                      flags=src.sqe_flags | SQE_IO_LINK,
-                                      op_flags=POLLIN)
-                        prep_read(s)
-                        reads += 1
-                    else:
-                        failure = failure or -res
-                        ended = True
-                        state[s] = _EOF
-            if failure:
-                raise OSError(failure, os.strerror(failure))
-            if total == 0 and not positional and stat.S_ISREG(st.st_mode):
+                    ud = ud_arr[i]
+                    if ud & KIND_MASK == K_READ:
+                        ra.complete(ud, res_arr[i])
+            if ra.failure:
+                raise OSError(ra.failure, os.strerror(ra.failure))
+            total = ra.taken
+            if total == 0 and not ra.positional and stat.S_ISREG(st.st_mode):
                 # A file claiming size 0 that the ring read as empty: some
                 # FUSE files answer io_uring with 0 bytes and read(2) with data.
                 total = self.sync.feed(fd, st, h, cancelled)
-                stats.count_syscall("read")  # the read that confirmed EOF
+                self.stats.count_syscall("read")  # the read that confirmed EOF
                 self.digest_s += self.sync.digest_s
                 self.digest_bytes += self.sync.digest_bytes
                 self.sync.digest_s = 0.0
                 self.sync.digest_bytes = 0
-            elif positional:
+            elif ra.positional:
                 # leave the position where we stopped, as read(2) would
-                os.lseek(fd, start + total, os.SEEK_SET)
+                os.lseek(fd, ra.start + total, os.SEEK_SET)
             return total
         except OSError:
             raise

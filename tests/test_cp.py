@@ -788,7 +788,7 @@ def test_plain_operands_do_not_import_click(tmp: Path) -> None:
             "from uringtools.cli.cp import main\n"
             "try:\n    main()\nexcept SystemExit as e:\n    status = e.code\n"
             "print(status, sorted(m for m in ('click', 'rich', 'dataclasses',"
-            " 'json') if m in sys.modules))\n")
+            " 'json', 'typing') if m in sys.modules))\n")
     res = run([sys.executable, "-c", code], tmp)
     assert res.stdout.decode().split("\n")[0] == "0 []", res.stderr
     assert (tmp / "b").read_bytes() == b"x" * 5000

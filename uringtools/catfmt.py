@@ -7,18 +7,21 @@ does in GNU cat.
 from __future__ import annotations
 
 import re
-from typing import Callable, List, NamedTuple
+from collections import namedtuple
+TYPE_CHECKING = False  # typing costs ~13 ms of start-up: annotations only
+if TYPE_CHECKING:
+    from typing import Callable, List
 
 
-class CatFormat(NamedTuple):
-    """Which of GNU cat's output transformations are on."""
+class CatFormat(namedtuple(
+        "CatFormat", "number number_nonblank squeeze_blank show_ends "
+        "show_tabs show_nonprinting",
+        defaults=(False, False, False, False, False, False))):
+    """Which of GNU cat's output transformations are on (bools): number
+    (-n), number_nonblank (-b, overrides -n), squeeze_blank (-s),
+    show_ends (-E), show_tabs (-T), show_nonprinting (-v)."""
 
-    number: bool = False            # -n
-    number_nonblank: bool = False   # -b (overrides -n)
-    squeeze_blank: bool = False     # -s
-    show_ends: bool = False         # -E
-    show_tabs: bool = False         # -T
-    show_nonprinting: bool = False  # -v
+    __slots__ = ()
 
     @property
     def active(self) -> bool:

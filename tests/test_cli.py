@@ -136,3 +136,21 @@ def test_plain_cat_keeps_heavy_modules_off_start_up(tmp_path: Path,
     assert res.stderr.decode().strip().splitlines()[-1] == "[]"
     expected = {"FILE": b"a\nb\n", "-": b"in\na\nb\n"}[argv[0]]
     assert res.stdout == expected
+
+
+def test_plain_hash_keeps_heavy_modules_off_start_up(tmp_path: Path) -> None:
+    """uring-hash FILE: no Click, rich or typing at start-up."""
+    import hashlib
+    write(tmp_path / "f", b"a\nb\n")
+    code = ("import sys\n"
+            f"sys.argv = ['uring-hash', {str(tmp_path / 'f')!r}]\n"
+            "from uringtools.cli.hash import main\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code\n"
+            "sys.stdout.flush()\n"
+            "print(sorted(m for m in ('click', 'rich', 'typing')"
+            " if m in sys.modules), file=sys.stderr)\n")
+    res = run([sys.executable, "-c", code])
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.decode().strip().splitlines()[-1] == "[]"
+    digest = hashlib.sha256(b"a\nb\n").hexdigest()
+    assert res.stdout == f"{digest}  {tmp_path / 'f'}\n".encode()

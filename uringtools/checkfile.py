@@ -15,8 +15,10 @@ Also here: GNU's ``quotef`` (shell-escape quoting of names in messages).
 from __future__ import annotations
 
 import os
-import re
-from typing import NamedTuple, Optional
+from collections import namedtuple
+TYPE_CHECKING = False  # typing costs ~13 ms of start-up: annotations only
+if TYPE_CHECKING:
+    from typing import Optional
 
 _WHITE = b" \t"
 _HEX = frozenset(b"0123456789abcdefABCDEF")
@@ -66,12 +68,11 @@ def format_status(name: bytes, status: str) -> bytes:
 
 # -- input ------------------------------------------------------------------
 
-class CheckLine(NamedTuple):
-    """A properly formatted line: the name to read and the expected digest."""
+class CheckLine(namedtuple("CheckLine", "name hexdigest bits")):
+    """A properly formatted line: the name to read (bytes), the expected
+    digest (lower-case hex) and its length in bits."""
 
-    name: bytes
-    hexdigest: str   # lower case
-    bits: int        # digest length in bits
+    __slots__ = ()
 
 
 def unescape_name(data: bytes) -> Optional[bytes]:
@@ -182,14 +183,14 @@ class CheckParser:
             if j != i:           # "BLAKE2bp": another algorithm
                 return None
             if s[i:i + 1] == b"-":
-                m = re.match(rb"[0-9]+", s[i + 1:])
-                if m is None:
+                digits = len(s) - i - 1 - len(s[i + 1:].lstrip(b"0123456789"))
+                if digits == 0:
                     return None
-                length = int(m.group())
+                length = int(s[i + 1:i + 1 + digits])
                 if not (0 < length <= self.max_bits and length % 8 == 0):
                     return None
                 bits = length
-                i += 1 + m.end()
+                i += 1 + digits
             else:
                 bits = self.max_bits
         if s[i:i + 1] == b" ":

@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import errno
 import hashlib
+from collections import namedtuple
 import mmap
 import os
 import stat
 import threading
 import time
-from typing import (Any, Callable, Generator, List, NamedTuple, Optional,
-                    Sequence)
+TYPE_CHECKING = False  # typing costs ~13 ms of start-up: annotations only
+if TYPE_CHECKING:
+    from typing import Any, Callable, Generator, List, Optional, Sequence
 
 from . import fdio
 from .readahead import K_READ, KIND_MASK, ReadAhead, ring_with_arena
@@ -39,14 +41,14 @@ class MissingExtra(ValueError):
     """The algorithm needs a package from the ``fast`` extra."""
 
 
-class Algorithm(NamedTuple):
-    """A digest algorithm: its name, BSD tag and how to make a hasher."""
+class Algorithm(namedtuple("Algorithm", "name tag bits module variable",
+                           defaults=("", False))):
+    """A digest algorithm: its name, BSD tag (as --tag prints it), default
+    digest length in bits (the only one but for BLAKE2), module ("" for
+    hashlib, else the extra's module), variable (BLAKE2: -l chooses the
+    length)."""
 
-    name: str
-    tag: str          # BSD tag, as --tag prints it
-    bits: int         # default (and, but for BLAKE2, only) digest length
-    module: str = ""  # "" for hashlib, else the extra's module
-    variable: bool = False  # BLAKE2: -l chooses the length
+    __slots__ = ()
 
     def new(self, bits: Optional[int] = None) -> Any:
         """A fresh hash object (``bits`` only for BLAKE2).
@@ -120,13 +122,11 @@ def get_algorithm(name: str, bits: Optional[int] = None) -> Algorithm:
     return algo
 
 
-class HashResult(NamedTuple):
-    """One operand: its digest, or why there is none."""
+class HashResult(namedtuple("HashResult", "name digest error size")):
+    """One operand: name, digest (lower-case hex; None when not read to its
+    end), error (the OSError, or None) and size (bytes read)."""
 
-    name: str
-    digest: Optional[str]        # lower-case hex; None when not read to its end
-    error: Optional[OSError]
-    size: int
+    __slots__ = ()
 
 
 # -- O_DIRECT ---------------------------------------------------------------

@@ -117,11 +117,11 @@ def test_double_dash_operand(tmp_path: Path) -> None:
     assert res.stdout == b"dash\n" and res.returncode == 0
 
 
-@pytest.mark.parametrize("argv", [["FILE"], ["-", "FILE"]])
+@pytest.mark.parametrize("argv", [["FILE"], ["-", "FILE"], ["-n", "FILE"]])
 def test_plain_cat_keeps_heavy_modules_off_start_up(tmp_path: Path,
                                                     argv: list) -> None:
-    """Start-up is most of a small cat: plain operands need neither Click
-    nor rich nor typing (13 ms of imports on its own)."""
+    """Start-up is most of a small cat: operands and GNU's short flags need
+    neither Click nor rich nor typing (13 ms of imports on its own)."""
     write(tmp_path / "f", b"a\nb\n")
     args = [str(tmp_path / "f") if a == "FILE" else a for a in argv]
     code = ("import sys\n"
@@ -134,7 +134,8 @@ def test_plain_cat_keeps_heavy_modules_off_start_up(tmp_path: Path,
     res = run([sys.executable, "-c", code], input=b"in\n")
     assert res.returncode == 0, res.stderr
     assert res.stderr.decode().strip().splitlines()[-1] == "[]"
-    expected = {"FILE": b"a\nb\n", "-": b"in\na\nb\n"}[argv[0]]
+    expected = {"FILE": b"a\nb\n", "-": b"in\na\nb\n",
+                "-n": b"     1\ta\n     2\tb\n"}[argv[0]]
     assert res.stdout == expected
 
 
@@ -154,3 +155,27 @@ def test_plain_hash_keeps_heavy_modules_off_start_up(tmp_path: Path) -> None:
     assert res.stderr.decode().strip().splitlines()[-1] == "[]"
     digest = hashlib.sha256(b"a\nb\n").hexdigest()
     assert res.stdout == f"{digest}  {tmp_path / 'f'}\n".encode()
+
+
+@pytest.mark.parametrize("argv", [
+    ["-n", "a"], ["a", "-b", "b"], ["-A", "a"], ["-et", "a"], ["-vET", "a"],
+    ["-s", "-u", "a", "-"], ["-bn", "a"], ["-t", "-e", "a"], ["a"], [],
+])
+def test_fast_cat_parse_matches_click(argv: list,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """GNU's short flags are parsed without Click exactly as Click would."""
+    from uringtools.cli import cat as catmod
+
+    seen: dict = {}
+
+    def fake(files, fmt, settings, splice=True, direct=False):
+        seen.update(files=list(files), fmt=fmt, splice=splice, direct=direct)
+
+    command = catmod._build_command()
+    monkeypatch.setattr(catmod, "run_cat", fake)
+    command.main(argv, prog_name="uring-cat", standalone_mode=False)
+    assert seen["splice"] is True and seen["direct"] is False
+    assert catmod.fast_parse(argv) == (seen["files"], seen["fmt"])
+    for other in (["--help"], ["--number", "a"], ["--", "-n"], ["-x", "a"],
+                  ["--no-splice", "a"], ["--engine", "sync", "a"]):
+        assert catmod.fast_parse(other) is None

@@ -1,8 +1,9 @@
 """uring-cat: GNU cat over io_uring.
 
 The work lives in :func:`run_cat`, which needs no Click: ``uring-cat FILE...``
-without options skips importing Click altogether (start-up time is part of
-the product). Options go through the Click command, built on first use.
+with no options but GNU's short flags (-AbeEnstTuv) skips importing Click
+altogether (start-up time is part of the product). Other options go through
+the Click command, built on first use.
 """
 
 from __future__ import annotations
@@ -12,14 +13,13 @@ import signal
 import sys
 TYPE_CHECKING = False  # typing costs ~13 ms of start-up: annotations only
 if TYPE_CHECKING:
-    from typing import Any, Sequence, Tuple
+    from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..cat import WriteError, cat_files
 from ..catfmt import CatFormat
 from ..stats import Stats
 from .common import (LazyCommand, Reporter, Settings, die_of_signal,
-                     emit_stats, guard_std_fds, operands_only, run_main,
-                     with_engine)
+                     emit_stats, guard_std_fds, run_main, with_engine)
 
 PROG = "uring-cat"
 
@@ -118,9 +118,38 @@ COMMAND = LazyCommand("cat_command", _build_command)
 __getattr__ = COMMAND.module_getattr
 
 
+#: GNU cat's short flags -> the CatFormat fields each one turns on
+_FAST_FLAGS = {
+    "A": ("show_nonprinting", "show_ends", "show_tabs"),
+    "b": ("number_nonblank",), "e": ("show_nonprinting", "show_ends"),
+    "E": ("show_ends",), "n": ("number",), "s": ("squeeze_blank",),
+    "t": ("show_nonprinting", "show_tabs"), "T": ("show_tabs",), "u": (),
+    "v": ("show_nonprinting",),
+}
+
+
+def fast_parse(argv: Sequence[str]) -> Optional[Tuple[List[str], CatFormat]]:
+    """Operands and format of a command line made only of operands and the
+    short flags -AbeEnstTuv (alone or bundled, anywhere), as Click would
+    parse it; None for anything else (long options, --, --help...), which
+    Click then parses."""
+    operands: List[str] = []
+    on: Dict[str, bool] = {}
+    for arg in argv:
+        if len(arg) > 1 and arg[0] == "-":
+            for letter in arg[1:]:
+                fields = _FAST_FLAGS.get(letter)
+                if fields is None:
+                    return None
+                on.update(dict.fromkeys(fields, True))
+        else:
+            operands.append(arg)
+    return operands, CatFormat(**on)
+
+
 def main() -> None:
     """Entry point of the ``uring-cat`` script."""
-    operands = operands_only(sys.argv[1:])
-    if operands is not None:
-        run_cat(operands, CatFormat(), Settings())   # exits; skips Click
+    parsed = fast_parse(sys.argv[1:])
+    if parsed is not None:
+        run_cat(parsed[0], parsed[1], Settings())   # exits; skips Click
     COMMAND.main(PROG)

@@ -13,13 +13,14 @@ import signal
 import sys
 TYPE_CHECKING = False  # typing costs ~13 ms of start-up: annotations only
 if TYPE_CHECKING:
-    from typing import Any, Dict, List, Optional, Sequence, Tuple
+    from typing import Any, List, Optional, Sequence, Tuple
 
 from ..cat import WriteError, cat_files
 from ..catfmt import CatFormat
 from ..stats import Stats
 from .common import (LazyCommand, Reporter, Settings, die_of_signal,
-                     emit_stats, guard_std_fds, run_main, with_engine)
+                     emit_stats, guard_std_fds, run_main, short_flags,
+                     with_engine)
 
 PROG = "uring-cat"
 
@@ -101,15 +102,10 @@ def _build_command() -> Any:
 
         With no FILE, or when FILE is -, read standard input.
         """
-        fmt = CatFormat(
-            number=number,
-            number_nonblank=number_nonblank,
-            squeeze_blank=squeeze_blank,
-            show_ends=show_ends or show_all or show_e,
-            show_tabs=show_tabs or show_all or show_t,
-            show_nonprinting=show_nonprinting or show_all or show_e or show_t,
-        )
-        run_cat(files, fmt, settings, splice, direct)
+        given = (show_all, number_nonblank, show_e, show_ends, number,
+                 squeeze_blank, show_t, show_tabs, unbuffered, show_nonprinting)
+        letters = "".join(c for c, on in zip(_FLAGS, given) if on)
+        run_cat(files, cat_format(letters), settings, splice, direct)
 
     return cat_command
 
@@ -119,7 +115,7 @@ __getattr__ = COMMAND.module_getattr
 
 
 #: GNU cat's short flags -> the CatFormat fields each one turns on
-_FAST_FLAGS = {
+_FLAGS = {
     "A": ("show_nonprinting", "show_ends", "show_tabs"),
     "b": ("number_nonblank",), "e": ("show_nonprinting", "show_ends"),
     "E": ("show_ends",), "n": ("number",), "s": ("squeeze_blank",),
@@ -128,23 +124,20 @@ _FAST_FLAGS = {
 }
 
 
+def cat_format(letters: str) -> CatFormat:
+    """The output transformations GNU cat's short flags ``letters`` ask for."""
+    return CatFormat(**{field: True for letter in letters
+                        for field in _FLAGS[letter]})
+
+
 def fast_parse(argv: Sequence[str]) -> Optional[Tuple[List[str], CatFormat]]:
     """Operands and format of a command line made only of operands and the
-    short flags -AbeEnstTuv (alone or bundled, anywhere), as Click would
-    parse it; None for anything else (long options, --, --help...), which
-    Click then parses."""
-    operands: List[str] = []
-    on: Dict[str, bool] = {}
-    for arg in argv:
-        if len(arg) > 1 and arg[0] == "-":
-            for letter in arg[1:]:
-                fields = _FAST_FLAGS.get(letter)
-                if fields is None:
-                    return None
-                on.update(dict.fromkeys(fields, True))
-        else:
-            operands.append(arg)
-    return operands, CatFormat(**on)
+    short flags -AbeEnstTuv, as Click would parse it; None for anything
+    else, which Click then parses."""
+    parsed = short_flags(argv, "".join(_FLAGS))
+    if parsed is None:
+        return None
+    return parsed[0], cat_format(parsed[1])
 
 
 def main() -> None:

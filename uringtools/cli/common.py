@@ -10,8 +10,8 @@ import signal
 import sys
 TYPE_CHECKING = False  # typing costs ~13 ms of start-up: annotations only
 if TYPE_CHECKING:
-    from typing import (Any, Callable, NoReturn, Optional, Sequence, Set,
-                        TypeVar)
+    from typing import (Any, Callable, List, NoReturn, Optional, Sequence,
+                        Set, Tuple, TypeVar)
 
 from .. import __version__
 from ..stats import Stats
@@ -83,13 +83,24 @@ class LazyCommand:
         self.get().main(prog_name=prog)
 
 
-def operands_only(argv: Sequence[str]) -> Optional[Sequence[str]]:
-    """``argv`` when it holds only operands (no options; ``-`` is an
-    operand), else None."""
+def short_flags(argv: Sequence[str],
+                letters: str = "") -> Optional[Tuple[List[str], str]]:
+    """Parse a command line made only of operands and the short flags in
+    ``letters`` (alone or bundled, anywhere; ``-`` is an operand), as Click
+    would: (operands, the flag letters given, in order). None for anything
+    else (long options, other flags, ``--``, ``--help``), which Click then
+    parses: the commands' way around importing Click at start-up."""
+    operands: List[str] = []
+    given = ""
     for arg in argv:
-        if arg.startswith("-") and arg != "-":
-            return None
-    return argv
+        if len(arg) > 1 and arg[0] == "-":
+            for letter in arg[1:]:
+                if letter not in letters:
+                    return None
+            given += arg[1:]
+        else:
+            operands.append(arg)
+    return operands, given
 
 
 class Settings:
@@ -286,6 +297,6 @@ def strerror(code: int) -> str:
     return os.strerror(code) if code else "Unknown error"
 
 
-__all__ = ["LazyCommand", "operands_only", "Settings", "engine_options",
+__all__ = ["LazyCommand", "short_flags", "Settings", "engine_options",
            "Reporter", "run_main", "with_engine", "emit_stats",
            "guard_std_fds", "die_of_signal", "Terminated", "strerror", "errno"]

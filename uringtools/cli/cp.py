@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 from ..copy import CopyOptions, quote
 from ..stats import Stats
 from .common import (LazyCommand, Reporter, Settings, emit_stats,
-                     guard_std_fds, run_main, with_engine)
+                     guard_std_fds, run_main, short_flags, with_engine)
 from .progress import open_bar, operand_bytes, wanted
 
 if TYPE_CHECKING:
@@ -247,18 +247,11 @@ def fast_parse(argv: Sequence[str]) -> Optional[Tuple[List[str], Dict[str, Any]]
     the short flags -afLPnprRTv (alone or bundled), as Click would parse it;
     None for anything else (long options, -t, --, --help...), which Click
     then parses."""
-    operands: List[str] = []
-    kwargs: Dict[str, Any] = {}
-    for arg in argv:
-        if len(arg) > 1 and arg[0] == "-":
-            for letter in arg[1:]:
-                flag = _FAST_FLAGS.get(letter)
-                if flag is None:
-                    return None
-                kwargs[flag[0]] = flag[1]
-        else:
-            operands.append(arg)
-    return operands, kwargs
+    parsed = short_flags(argv, "".join(_FAST_FLAGS))
+    if parsed is None:
+        return None
+    operands, letters = parsed
+    return operands, dict(_FAST_FLAGS[letter] for letter in letters)
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ from ..hashing import (ALGORITHMS, DEFAULT_ALGORITHM, Algorithm, HashResult,
                        MissingExtra, get_algorithm, hash_files, probe)
 from ..stats import Stats
 from .common import (LazyCommand, Reporter, Settings, emit_stats,
-                     guard_std_fds, operands_only, run_main, with_engine)
+                     guard_std_fds, run_main, short_flags, with_engine)
 from .progress import open_bar, operand_bytes, wanted
 
 if TYPE_CHECKING:
@@ -394,7 +394,7 @@ def run_hash(files: Sequence[str], *, algorithm: str = DEFAULT_ALGORITHM,
 
 def main() -> None:
     """Entry point of the ``uring-hash`` script."""
-    operands = operands_only(sys.argv[1:])
-    if operands is not None:
-        run_hash(operands)   # exits; no options: skips importing Click
+    parsed = short_flags(sys.argv[1:])
+    if parsed is not None:
+        run_hash(parsed[0])   # exits; no options: skips importing Click
     COMMAND.main(PROG)

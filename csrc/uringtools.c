@@ -96,3 +96,266 @@ static int ut_reap(struct io_uring *ring, unsigned max, uint64_t *user_data,
     io_uring_cq_advance(ring, n);
     return (int)n;
 }
+
+/* ---- cp -r into a directory this run made: the per-file loop in C ---- */
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <dirent.h>
+#include <sys/stat.h>
+
+#define UT_STEP_OPEN_SRC 0
+#define UT_STEP_OPEN_DST 1
+#define UT_STEP_READ 2
+#define UT_STEP_WRITE 3
+#define UT_STEP_RENAME 4
+#define UT_STEP_CLOSE 5
+#define UT_STEP_BITS 3
+
+#define UT_STOP_END 0    /* every entry from pos on was chained */
+#define UT_STOP_OTHER 1  /* the entry at the new pos is not a small file */
+#define UT_STOP_FULL 2   /* the batch has no room for the entry at pos */
+
+struct ut_dirent {
+    uint64_t ino;
+    int64_t size;
+    int64_t blocks;
+    uint32_t mode;
+    uint32_t name;
+    uint32_t name_len;
+};
+
+struct ut_dir {
+    struct ut_dirent *ents;
+    char *names;
+    unsigned count;
+    unsigned cap;
+    size_t names_len;
+    size_t names_cap;
+};
+
+struct ut_fresh {
+    int32_t src_dirfd;
+    int32_t dst_dirfd;
+    uint32_t open_src;
+    uint32_t open_dst;
+    uint32_t umask;
+    int64_t small_max;
+    int32_t keep_holes;
+    uint64_t buf;
+    uint64_t buf_end;
+    uint32_t slot;
+    uint32_t room;
+    uint64_t user_data;
+    int32_t *want_res;
+    uint8_t *want_step;
+    uint64_t bytes;
+    int32_t stop;
+};
+
+struct ut_linux_dirent64 {
+    uint64_t d_ino;
+    int64_t d_off;
+    unsigned short d_reclen;
+    unsigned char d_type;
+    char d_name[];
+};
+
+void ut_dir_free(struct ut_dir *d)
+{
+    if (!d)
+        return;
+    free(d->ents);
+    free(d->names);
+    free(d);
+}
+
+static int ut_dir_add(struct ut_dir *d, uint64_t ino, const char *name)
+{
+    size_t len = strlen(name);
+    if (d->count == d->cap) {
+        unsigned cap = d->cap ? 2 * d->cap : 64;
+        struct ut_dirent *e = realloc(d->ents, cap * sizeof *e);
+        if (!e)
+            return -ENOMEM;
+        d->ents = e;
+        d->cap = cap;
+    }
+    if (d->names_len + len + 1 > d->names_cap) {
+        size_t cap = d->names_cap ? 2 * d->names_cap : 4096;
+        while (cap < d->names_len + len + 1)
+            cap *= 2;
+        char *n = realloc(d->names, cap);
+        if (!n)
+            return -ENOMEM;
+        d->names = n;
+        d->names_cap = cap;
+    }
+    if (d->names_len + len + 1 > UINT32_MAX)
+        return -ENOMEM;
+    struct ut_dirent *e = &d->ents[d->count++];
+    memset(e, 0, sizeof *e);
+    e->ino = ino;
+    e->name = (uint32_t)d->names_len;
+    e->name_len = (uint32_t)len;
+    memcpy(d->names + d->names_len, name, len + 1);
+    d->names_len += len + 1;
+    return 0;
+}
+
+static int ut_by_inode(const void *a, const void *b)
+{
+    const struct ut_dirent *x = a, *y = b;
+    if (x->ino != y->ino)
+        return x->ino < y->ino ? -1 : 1;
+    return x->name < y->name ? -1 : x->name > y->name;  /* order read */
+}
+
+/* Read every entry of dirfd (but . and ..), sort them by inode number as
+ * GNU cp does, and fstatat each (stat_flags: AT_SYMLINK_NOFOLLOW or 0).
+ * A failed fstatat leaves mode 0. Returns 0 or -errno (the directory could
+ * not be read); *out is then NULL. Free with ut_dir_free. */
+int ut_dir_read(int dirfd, int stat_flags, struct ut_dir **out)
+{
+    char buf[32768];
+    struct ut_dir *d = calloc(1, sizeof *d);
+    int ret = 0;
+
+    *out = NULL;
+    if (!d)
+        return -ENOMEM;
+    for (;;) {
+        long n = syscall(SYS_getdents64, dirfd, buf, sizeof buf);
+        if (n < 0) {
+            ret = -errno;
+            goto fail;
+        }
+        if (n == 0)
+            break;
+        for (long off = 0; off < n;) {
+            struct ut_linux_dirent64 *de = (void *)(buf + off);
+            off += de->d_reclen;
+            const char *name = de->d_name;
+            if (name[0] == '.' && (name[1] == 0 || (name[1] == '.' && name[2] == 0)))
+                continue;
+            ret = ut_dir_add(d, de->d_ino, name);
+            if (ret)
+                goto fail;
+        }
+    }
+    qsort(d->ents, d->count, sizeof *d->ents, ut_by_inode);
+    for (unsigned i = 0; i < d->count; i++) {
+        struct ut_dirent *e = &d->ents[i];
+        struct stat st;
+        if (fstatat(dirfd, d->names + e->name, &st, stat_flags) == 0) {
+            e->mode = st.st_mode;
+            e->size = st.st_size;
+            e->blocks = st.st_blocks;
+            e->ino = st.st_ino;
+        }
+    }
+    *out = d;
+    return 0;
+fail:
+    ut_dir_free(d);
+    return ret;
+}
+
+static void ut_sqe_fill(struct ut_sqe *s, uint8_t op, uint8_t flags, int32_t fd,
+                        uint32_t len, uint32_t op_flags, uint64_t addr,
+                        uint32_t file_index, uint64_t user_data)
+{
+    memset(s, 0, sizeof *s);
+    s->opcode = op;
+    s->flags = flags;
+    s->fd = fd;
+    s->len = len;
+    s->op_flags = op_flags;
+    s->addr = addr;
+    s->file_index = file_index;
+    s->user_data = user_data;
+}
+
+/* Describe chains openat(src) -> openat(dst, O_CREAT) -> read -> write for
+ * the small regular files of d from pos on, into out (4 SQEs a chain), until
+ * an entry that is not one, or the batch is full (f->room chains, buffer up
+ * to f->buf_end). Advances f and records what success looks like for each
+ * chain. Returns the number of chains: entries pos .. pos + n - 1. */
+int ut_chain_fresh(const struct ut_dir *d, unsigned pos, struct ut_fresh *f,
+                   struct ut_sqe *out)
+{
+    const uint8_t link = IOSQE_IO_LINK | IOSQE_CQE_SKIP_SUCCESS;
+    unsigned n = 0;
+
+    f->stop = UT_STOP_END;
+    for (; pos < d->count; pos++, n++) {
+        const struct ut_dirent *e = &d->ents[pos];
+        if (!S_ISREG(e->mode) || e->size <= 0 || e->size > f->small_max
+            || (e->blocks * 512 < e->size && !f->keep_holes)) {
+            f->stop = UT_STOP_OTHER;   /* size 0 too: a /proc-like file? */
+            break;
+        }
+        uint64_t need = ((uint64_t)e->size + 4095) & ~(uint64_t)4095;
+        if (!f->room || f->buf + need > f->buf_end) {
+            f->stop = UT_STOP_FULL;
+            break;
+        }
+        uint64_t name = (uint64_t)(uintptr_t)(d->names + e->name);
+        uint32_t size = (uint32_t)e->size;
+        uint64_t ud = f->user_data;
+        struct ut_sqe *s = out + 4 * n;
+        ut_sqe_fill(s, IORING_OP_OPENAT, link, f->src_dirfd, 0, f->open_src,
+                    name, f->slot + 1, ud | UT_STEP_OPEN_SRC);
+        ut_sqe_fill(s + 1, IORING_OP_OPENAT, link, f->dst_dirfd,
+                    e->mode & 0777 & ~f->umask, f->open_dst, name,
+                    f->slot + 2, ud | UT_STEP_OPEN_DST);
+        ut_sqe_fill(s + 2, IORING_OP_READ, link | IOSQE_FIXED_FILE, (int32_t)f->slot,
+                    size, 0, f->buf, 0, ud | UT_STEP_READ);
+        ut_sqe_fill(s + 3, IORING_OP_WRITE, IOSQE_FIXED_FILE, (int32_t)f->slot + 1,
+                    size, 0, f->buf, 0, ud | UT_STEP_WRITE);
+        *f->want_res++ = (int32_t)size;
+        *f->want_step++ = UT_STEP_WRITE;
+        f->buf += need;
+        f->slot += 2;
+        f->room--;
+        f->user_data += 1 << UT_STEP_BITS;
+        f->bytes += size;
+    }
+    return (int)n;
+}
+
+/* Route chain completions: user_data is (chain << 3) | step, chain =
+ * region * per_region + index. Stores each chain's result and step and
+ * counts down its region's left. Returns how many were CLOSE completions. */
+int ut_route_chains(const uint64_t *user_data, const int32_t *res, unsigned n,
+                    unsigned per_region, int32_t *res_tab, uint8_t *step_tab,
+                    unsigned *left)
+{
+    int closes = 0;
+    for (unsigned k = 0; k < n; k++) {
+        uint64_t ud = user_data[k];
+        unsigned step = ud & ((1u << UT_STEP_BITS) - 1);
+        if (step == UT_STEP_CLOSE) {
+            closes++;
+            continue;
+        }
+        uint64_t chain = ud >> UT_STEP_BITS;
+        res_tab[chain] = res[k];
+        step_tab[chain] = (uint8_t)step;
+        left[chain / per_region]--;
+    }
+    return closes;
+}
+
+/* Which of n chains did not end as success looks like; their indexes go to
+ * failed. Returns how many. */
+int ut_chains_failed(const int32_t *res, const uint8_t *step,
+                     const int32_t *want_res, const uint8_t *want_step,
+                     unsigned n, uint32_t *failed)
+{
+    int nf = 0;
+    for (unsigned i = 0; i < n; i++)
+        if (res[i] != want_res[i] || step[i] != want_step[i])
+            failed[nf++] = i;
+    return nf;
+}

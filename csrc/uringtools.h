@@ -83,3 +83,59 @@ int ut_queue(struct io_uring *ring, const struct ut_sqe *sqes, unsigned n,
 int ut_enter(struct io_uring *ring, unsigned wait_nr, unsigned *submitted);
 int ut_reap(struct io_uring *ring, unsigned max, uint64_t *user_data,
             int32_t *res);
+
+/* A directory read in one call (ut_dir_read), entries in inode order. */
+struct ut_dirent {
+    uint64_t ino;
+    int64_t size;
+    int64_t blocks;       /* 512-byte blocks allocated */
+    uint32_t mode;        /* 0: the stat failed (Python stats it again) */
+    uint32_t name;        /* offset of the NUL-terminated name in names */
+    uint32_t name_len;
+};
+struct ut_dir {
+    struct ut_dirent *ents;
+    char *names;
+    unsigned count;
+    ...;
+};
+int ut_dir_read(int dirfd, int stat_flags, struct ut_dir **out);
+void ut_dir_free(struct ut_dir *d);
+
+/* Chains for the files of a directory this run made (see copybatch.py). */
+struct ut_fresh {
+    int32_t src_dirfd;
+    int32_t dst_dirfd;
+    uint32_t open_src;    /* open flags */
+    uint32_t open_dst;
+    uint32_t umask;
+    int64_t small_max;    /* largest size taken */
+    int32_t keep_holes;   /* files with holes are not taken */
+    uint64_t buf;         /* next buffer byte, and the end of the region */
+    uint64_t buf_end;
+    uint32_t slot;        /* next pair of file table slots */
+    uint32_t room;        /* chains the batch can still take */
+    uint64_t user_data;   /* of the next chain, step bits clear */
+    int32_t *want_res;    /* the next chain's success result, and step */
+    uint8_t *want_step;
+    uint64_t bytes;       /* sizes of the files chained (added to) */
+    int32_t stop;         /* why it stopped: UT_STOP_* */
+};
+/* chain steps, in the low 3 bits of user_data */
+#define UT_STEP_OPEN_SRC ...
+#define UT_STEP_OPEN_DST ...
+#define UT_STEP_READ ...
+#define UT_STEP_WRITE ...
+#define UT_STEP_RENAME ...
+#define UT_STEP_CLOSE ...
+#define UT_STOP_END ...
+#define UT_STOP_OTHER ...
+#define UT_STOP_FULL ...
+int ut_chain_fresh(const struct ut_dir *d, unsigned pos, struct ut_fresh *f,
+                   struct ut_sqe *out);
+int ut_route_chains(const uint64_t *user_data, const int32_t *res, unsigned n,
+                    unsigned per_region, int32_t *res_tab, uint8_t *step_tab,
+                    unsigned *left);
+int ut_chains_failed(const int32_t *res, const uint8_t *step,
+                     const int32_t *want_res, const uint8_t *want_step,
+                     unsigned n, uint32_t *failed);

@@ -22,7 +22,7 @@ from collections import deque
 TYPE_CHECKING = False  # typing costs ~13 ms of start-up: annotations only
 if TYPE_CHECKING:
     from typing import (Callable, Deque, Dict, Iterable, Iterator, List,
-                        Optional, Set, Tuple)
+                        Optional, Set, Tuple, Union)
 
 from . import fdio
 from .errors import WriteError
@@ -32,7 +32,7 @@ from .splicing import VIA_PIPE, SpliceCopier
 from .stats import Stats
 
 if TYPE_CHECKING:
-    from .copybatch import BatchCopier
+    from .copybatch import BatchCopier, FreshDir
 
     #: (message) for each failure, already GNU-formatted without the prog name
     ErrorHandler = Callable[[str], None]
@@ -418,6 +418,10 @@ class SyncEngine:
         self.view = memoryview(self.buf)
         self.zero = bytes(block_size)
 
+    def open_dir(self, src: str, dst: str, follow: bool) -> None:
+        """No FreshDirs here: the walk copies entry by entry."""
+        return None
+
     def run(self, jobs: Iterable[FileJob]) -> None:
         for job in jobs:
             self.copy_one(job)
@@ -622,24 +626,37 @@ class UringEngine:
             self.splicer.close()
         self.ring.close()
 
-    def run(self, jobs: Iterable[FileJob]) -> None:
-        """Copy ``jobs``: small new files as whole chains, in batches
-        (:mod:`uringtools.copybatch`), the others chunk by chunk."""
-        from .copybatch import BatchCopier
-
+    def _chains(self) -> BatchCopier:
         if self.chains is None:
+            from .copybatch import BatchCopier
             self.chains = BatchCopier(self.files, self.sync.copy_one)
-        chains = self.chains
+        return self.chains
+
+    def open_dir(self, src: str, dst: str, follow: bool) -> Optional[FreshDir]:
+        """A FreshDir whose small files the chains copy with no Python per
+        file (see :mod:`uringtools.copybatch`), or None."""
+        if self.files.options.direct:
+            return None
+        return self._chains().open_dir(src, dst, follow)
+
+    def run(self, jobs: Iterable[Union[FileJob, FreshDir]]) -> None:
+        """Copy ``jobs``: small new files as whole chains, in batches
+        (:mod:`uringtools.copybatch`), the others chunk by chunk. A
+        FreshDir (from :meth:`open_dir`) has its small files chained."""
+        from .copybatch import FreshDir
+
+        chains = self._chains()
         # --direct: every file takes the chunked path (the whole-file chains
         # read through the page cache)
         direct_off = not self.files.options.direct
         it = iter(jobs)
-        stash: List[FileJob] = []
+        stash: List[Union[FileJob, FreshDir]] = []
 
         def plain(first: FileJob) -> Iterator[FileJob]:
             yield first
             for job in it:
-                if (direct_off and chains.takes(job) and chains.ready()) \
+                if type(job) is FreshDir or (
+                        direct_off and chains.takes(job) and chains.ready()) \
                         or self._spliceable(job):
                     stash.append(job)
                     return
@@ -654,6 +671,9 @@ class UringEngine:
                         break
                     else:
                         break
+                if type(job) is FreshDir:
+                    chains.add_dir(job)
+                    continue
                 if direct_off and chains.takes(job) and chains.ready():
                     chains.add(job)
                     continue

@@ -21,6 +21,12 @@ reason (a short write included) has its temporary or fresh file removed and
 is copied again by the plain engine, which reports
 GNU's message (a vanished source, a short read, ENOSPC...).
 
+A directory this run made costs no Python per file (:class:`FreshDir`): one
+C call reads and stats its entries, another describes the chains of its
+small files, opened relative to the two directories' descriptors, and one
+more checks a whole batch's completions. Only the other entries
+(directories, large files, symlinks...) come back to the tree walk.
+
 Two batches are in flight at a time: the kernel runs one while the tree walk
 plans the next. The ring is set up without DEFER_TASKRUN, so an io-wq worker
 that finishes the O_CREAT open runs the rest of the chain itself, on the other
@@ -36,16 +42,17 @@ import struct
 import sys
 TYPE_CHECKING = False  # typing costs ~13 ms of start-up: annotations only
 if TYPE_CHECKING:
-    from typing import Callable, List, Optional
+    from typing import Callable, List, Optional, Tuple
 
 from . import fdio
-from ._uring import ffi
-from .copy import UMASK, FileCopier, FileJob
+from ._uring import ffi, lib
+from .copy import UMASK, FileCopier, FileJob, quote
 from .ring import (OP_CLOSE, OP_OPENAT, OP_READ, OP_RENAMEAT, OP_WRITE,
                    PACKED_SQE, SETUP_COOP_TASKRUN, SQE_CQE_SKIP_SUCCESS,
-                   SQE_FIXED_FILE, SQE_IO_LINK, Arena, Ring)
+                   SQE_FIXED_FILE, SQE_IO_LINK, Arena, Ring, error)
 
 AT_FDCWD = -100
+AT_SYMLINK_NOFOLLOW = 0x100
 #: files up to this size take the chain path (one read, one write)
 SMALL_MAX = 64 << 10
 #: files per batch
@@ -59,6 +66,7 @@ _ALIGN = 4096
 
 _OPEN_SRC = os.O_RDONLY          # no O_CLOEXEC: EINVAL with direct slots
 _OPEN_TMP = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _LINK = SQE_IO_LINK | SQE_CQE_SKIP_SUCCESS
 _LINK_FIXED = _LINK | SQE_FIXED_FILE
 _AT_FDCWD_U32 = AT_FDCWD & 0xFFFFFFFF
@@ -67,27 +75,91 @@ _FS_ERRORS = sys.getfilesystemencodeerrors()
 _OPEN_READ_WRITE = struct.Struct(PACKED_SQE + PACKED_SQE[1:] * 3).pack
 _RENAME = struct.Struct(PACKED_SQE).pack
 
+#: chain steps, in the low 3 bits of user_data (shared with the C helpers);
+#: the rest is the chain: region * files per batch + index in the batch
+_S_OPEN_SRC = lib.UT_STEP_OPEN_SRC
+_S_OPEN_TMP = lib.UT_STEP_OPEN_DST
+_S_READ = lib.UT_STEP_READ
+_S_WRITE = lib.UT_STEP_WRITE
+_S_RENAME = lib.UT_STEP_RENAME
+_S_CLOSE = lib.UT_STEP_CLOSE
+_STEP_NAMES = {_S_OPEN_SRC: "openat", _S_OPEN_TMP: "openat", _S_READ: "read",
+               _S_WRITE: "write", _S_RENAME: "renameat", _S_CLOSE: "close"}
 
-#: chain steps, in the low 3 bits of user_data
-_S_OPEN_SRC, _S_OPEN_TMP, _S_READ, _S_WRITE, _S_RENAME, _S_CLOSE = range(6)
-_STEP_NAMES = ("openat", "openat", "read", "write", "renameat", "close")
+
+class FreshDir:
+    """A source directory and the directory this run made for its copy.
+
+    Both stay open while chains name files relative to them; the source's
+    entries are read and stat'ed in one C call, in GNU's order (by inode).
+    :attr:`pos` is the next entry to copy: :meth:`BatchCopier.add_dir`
+    moves it past the small regular files it chains, the tree walk past
+    the others.
+
+    Raises:
+        OSError: a directory cannot be opened or read.
+    """
+
+    __slots__ = ("src", "dst", "src_fd", "dst_fd", "follow", "entries",
+                 "count", "pos", "refs", "owner")
+
+    def __init__(self, src: str, dst: str, follow: bool,
+                 owner: "BatchCopier") -> None:
+        #: the paths, each ending in "/"
+        self.src = src if src.endswith("/") else src + "/"
+        self.dst = dst if dst.endswith("/") else dst + "/"
+        self.follow = follow
+        self.src_fd = os.open(src, _OPEN_DIR)
+        try:
+            self.dst_fd = os.open(dst, _OPEN_DIR | os.O_NOFOLLOW)
+        except BaseException:
+            os.close(self.src_fd)
+            raise
+        out = ffi.new("struct ut_dir **")
+        res = lib.ut_dir_read(self.src_fd, 0 if follow else AT_SYMLINK_NOFOLLOW,
+                              out)
+        if res < 0:
+            os.close(self.src_fd)
+            os.close(self.dst_fd)
+            raise error(res, src)
+        self.entries = ffi.gc(out[0], lib.ut_dir_free)
+        self.count: int = self.entries.count
+        self.pos = 0
+        #: the tree walk's hold plus one per batch segment that names it
+        self.refs = 1
+        self.owner = owner
+        owner.open_dirs += 1
+
+    def name(self, i: int) -> str:
+        e = self.entries.ents[i]
+        return os.fsdecode(ffi.unpack(self.entries.names + e.name, e.name_len))
+
+    def release(self) -> None:
+        """Drop one hold; the last closes both directories."""
+        self.refs -= 1
+        if self.refs == 0:
+            os.close(self.src_fd)
+            os.close(self.dst_fd)
+            self.entries = None
+            self.owner.open_dirs -= 1
 
 
 class _Batch:
     """Files whose chains were submitted together."""
 
-    __slots__ = ("first", "jobs", "tmps", "paths", "res", "step", "left",
-                 "region", "keep")
+    __slots__ = ("region", "count", "jobs", "paths", "dirs", "dir_files",
+                 "dir_bytes", "keep")
 
-    def __init__(self, first: int, region: int) -> None:
-        self.first = first               # user_data sequence of jobs[0]
+    def __init__(self, region: int) -> None:
         self.region = region             # which region of arena and table
-        self.jobs: List[FileJob] = []
-        self.tmps: List[str] = []
-        self.paths: List[str] = []       # src, tmp, dst per file
-        self.res: List[int] = []
-        self.step: List[int] = []
-        self.left = 0                    # chains without their completion
+        self.count = 0                   # chains: index in the batch
+        #: FileJob chains: (index, job, temporary or fresh target, buffer)
+        self.jobs: List[Tuple[int, FileJob, str, int]] = []
+        self.paths: List[str] = []       # src, tmp, dst per FileJob chain
+        #: FreshDir chains: (first index, directory, first entry, count)
+        self.dirs: List[Tuple[int, FreshDir, int, int]] = []
+        self.dir_files = 0
+        self.dir_bytes = 0
         self.keep: object = None         # the path bytes the kernel reads
 
 
@@ -115,11 +187,14 @@ class BatchCopier:
         if soft != resource.RLIM_INFINITY:
             # the table size is checked against RLIMIT_NOFILE
             max_files = min(max_files, soft // (2 * FLYING))
+        #: FreshDirs open at once (two descriptors each)
+        self.dirs_max = 64 if soft == resource.RLIM_INFINITY else \
+            max(0, min(64, soft // 8))
+        self.open_dirs = 0
         self.enabled = self.enabled and max_files >= 1
         self.max_files = max_files
         self.euid, self.egid = os.geteuid(), os.getegid()
         self.ring: Optional[Ring] = None
-        self.seq = 0
         self.batch: Optional[_Batch] = None   # being filled
         self.used = 0                           # its buffer bytes
         self.flying: List[_Batch] = []          # submitted, oldest first
@@ -159,6 +234,16 @@ class BatchCopier:
             ring.close()
             self._refused(exc)
             return False
+        chains = FLYING * max_files
+        # each chain's last CQE, and what it is on success
+        self.res_tab = ffi.new("int32_t[]", chains)
+        self.step_tab = ffi.new("uint8_t[]", chains)
+        self.want_res = ffi.new("int32_t[]", chains)
+        self.want_step = ffi.new("uint8_t[]", chains)
+        self.left = ffi.new("unsigned[]", FLYING)   # chains without a CQE
+        self.failed = ffi.new("uint32_t[]", max_files)
+        self.scratch = ffi.new("struct ut_sqe[]", 4 * max_files)
+        self.fresh = ffi.new("struct ut_fresh *")
         stats.extra["chains"] = (
             f"{max_files} files x {FLYING} batches, "
             f"table of {2 * FLYING * max_files}")
@@ -189,12 +274,11 @@ class BatchCopier:
             return False     # needs an fchown
         return True
 
-    def add(self, job: FileJob) -> None:
-        """Plan ``job`` into the current batch (submitting when it is full)."""
-        size = job.src_st.st_size
-        need = (size + _ALIGN - 1) & -_ALIGN
+    def _current(self, need: int) -> _Batch:
+        """The batch being filled, launching it first if it has no room for
+        one more file of ``need`` buffer bytes."""
         batch = self.batch
-        if batch is not None and (len(batch.jobs) == self.max_files
+        if batch is not None and (batch.count == self.max_files
                                   or self.used + need > BATCH_BYTES):
             self.launch()
             batch = None
@@ -202,8 +286,16 @@ class BatchCopier:
             if len(self.flying) == FLYING:
                 self._complete(self.flying[0])
             region = (self.flying[-1].region + 1) % FLYING if self.flying else 0
-            batch = self.batch = _Batch(self.seq, region)
+            batch = self.batch = _Batch(region)
             self.used = 0
+            self.left[region] = 0
+        return batch
+
+    def add(self, job: FileJob) -> None:
+        """Plan ``job`` into the current batch (submitting when it is full)."""
+        size = job.src_st.st_size
+        need = (size + _ALIGN - 1) & -_ALIGN
+        batch = self._current(need)
         if job.fresh:
             tmp = job.target
         else:
@@ -211,13 +303,78 @@ class BatchCopier:
             head, sep, tail = job.target.rpartition("/")
             files._serial += 1
             tmp = f"{head}{sep}.{tail[:180]}.ucp-{files._tag}{files._serial:x}"
-        batch.jobs.append(job)
-        batch.tmps.append(tmp)
+        i = batch.count
+        chain = batch.region * self.max_files + i
+        if job.fresh:
+            self.want_res[chain], self.want_step[chain] = size, _S_WRITE
+        else:
+            self.want_res[chain], self.want_step[chain] = 0, _S_RENAME
+        batch.jobs.append((i, job, tmp,
+                           self.arena.addr(batch.region) + self.used))
         batch.paths += (job.src, tmp, job.target)
-        batch.res.append(0)
-        batch.step.append(-1)
+        batch.count = i + 1
+        self.left[batch.region] += 1
         self.used += need
-        self.seq += 1
+
+    def open_dir(self, src: str, dst: str, follow: bool) -> Optional[FreshDir]:
+        """A :class:`FreshDir` for ``src`` copied into ``dst`` (made by this
+        run), or None: the walk copies it entry by entry (too many
+        directories open, or one cannot be opened; the walk says why)."""
+        if not self.ready():
+            return None
+        if self.open_dirs >= self.dirs_max:
+            self.drain()    # finished batches release their directories
+            if self.open_dirs >= self.dirs_max:
+                return None  # a deep tree: its ancestors hold the rest
+        try:
+            fresh = FreshDir(src, dst, follow, self)
+        except OSError:
+            return None
+        extra = self.stats.extra
+        extra["dirs_read_in_c"] = extra.get("dirs_read_in_c", 0) + 1
+        return fresh
+
+    def add_dir(self, d: FreshDir) -> None:
+        """Chain the small regular files of ``d`` from ``d.pos`` on, up to
+        the first other entry (submitting each batch that fills)."""
+        f = self.fresh
+        f.src_dirfd = d.src_fd
+        f.dst_dirfd = d.dst_fd
+        f.open_src = _OPEN_SRC if d.follow else _OPEN_SRC | os.O_NOFOLLOW
+        f.open_dst = _OPEN_TMP
+        f.umask = UMASK
+        f.small_max = SMALL_MAX
+        f.keep_holes = self.files.options.sparse == "never"
+        per = self.max_files
+        while d.pos < d.count:
+            batch = self._current(0)
+            region, i = batch.region, batch.count
+            chain = region * per + i
+            base = self.arena.addr(region)
+            f.buf = base + self.used
+            f.buf_end = base + BATCH_BYTES
+            f.slot = 2 * chain
+            f.room = per - i
+            f.user_data = chain << 3
+            f.want_res = self.want_res + chain
+            f.want_step = self.want_step + chain
+            f.bytes = 0
+            n = lib.ut_chain_fresh(d.entries, d.pos, f, self.scratch)
+            if n:
+                ring = self.ring
+                assert ring is not None
+                ring.queue_descs(self.scratch, 4 * n, 3 * n)
+                self.left[region] += n
+                batch.dirs.append((i, d, d.pos, n))
+                d.refs += 1
+                batch.count = i + n
+                batch.dir_files += n
+                batch.dir_bytes += f.bytes
+                self.used = f.buf - base
+                d.pos += n
+            if f.stop != lib.UT_STOP_FULL or (n == 0 and i == 0):
+                return
+            self.launch()
 
     def launch(self) -> None:
         """Queue the current batch's chains and submit them (one enter)."""
@@ -225,24 +382,37 @@ class BatchCopier:
         if batch is None:
             return
         self.batch = None
+        if batch.count == 0:
+            return
         ring = self.ring
         assert ring is not None
+        if batch.jobs:
+            self._queue_jobs(batch, ring)
+        r = batch.region
+        self.region_files[r] = max(self.region_files[r], batch.count)
+        ring.submit()
+        self.flying.append(batch)
+        self.stats.extra["chain_batches"] += 1
+
+    def _queue_jobs(self, batch: _Batch, ring: Ring) -> None:
+        """Describe the FileJob chains of ``batch`` (by path)."""
         blob = bytearray(("\0".join(batch.paths) + "\0").encode(
             _FS_ENCODING, _FS_ERRORS))
         lens = [n + 1 for n in map(len, blob.split(b"\0"))]
         cdata = ffi.from_buffer(blob)
         batch.keep = (blob, cdata)
         addr = int(ffi.cast("uintptr_t", cdata))
-        buf = self.arena.addr(batch.region)
-        slot = batch.region * 2 * self.max_files
-        ud = batch.first << 3
-        self.files.temps.update(batch.tmps)   # before the kernel creates them
+        region_base = batch.region * self.max_files
+        self.files.temps.update(tmp for _, _, tmp, _ in batch.jobs)
         sqes: List[bytes] = []
         k = 0
         renames = 0
-        for job in batch.jobs:
+        for i, job, _, buf in batch.jobs:
             size = job.src_st.st_size
             fresh = job.fresh
+            chain = region_base + i
+            slot = 2 * chain
+            ud = chain << 3
             a_src = addr
             a_tmp = a_src + lens[k]
             a_dst = a_tmp + lens[k + 1]
@@ -262,19 +432,10 @@ class BatchCopier:
                 sqes.append(_RENAME(
                     OP_RENAMEAT, 0, 0, AT_FDCWD, _AT_FDCWD_U32, 0, a_tmp,
                     a_dst, 0, 0, 0, ud | _S_RENAME))
-            buf += (size + _ALIGN - 1) & -_ALIGN
-            ud += 8
-            slot += 2
         chains = len(batch.jobs)
         # every request but each chain's last is CQE_SKIP_SUCCESS
         ring.queue_packed(b"".join(sqes), 4 * chains + renames,
                           3 * chains + renames)
-        batch.left = len(batch.jobs)
-        r = batch.region
-        self.region_files[r] = max(self.region_files[r], batch.left)
-        ring.submit()
-        self.flying.append(batch)
-        self.stats.extra["chain_batches"] += 1
 
     # -- completion -------------------------------------------------------------
 
@@ -283,55 +444,73 @@ class BatchCopier:
         ring = self.ring
         assert ring is not None   # reaping: batches are in flight
         n = ring.wait(min(wait_nr, ring.in_flight))
-        uds, ress = ring.cqe_user_data, ring.cqe_res
-        flying = self.flying
-        for k in range(n):
-            ud = uds[k]
-            step = ud & 7
-            if step == _S_CLOSE:
-                self.closes -= 1
-                continue
-            seq = ud >> 3
-            for batch in flying:
-                i = seq - batch.first
-                if 0 <= i < len(batch.jobs):
-                    batch.step[i] = step
-                    batch.res[i] = ress[k]
-                    batch.left -= 1
-                    break
+        self.closes -= lib.ut_route_chains(
+            ring.cqe_user_data, ring.cqe_res, n, self.max_files,
+            self.res_tab, self.step_tab, self.left)
+
+    def _failures(self, batch: _Batch) -> List[int]:
+        """Indexes of the chains of a completed ``batch`` that failed."""
+        base = batch.region * self.max_files
+        nf = lib.ut_chains_failed(self.res_tab + base, self.step_tab + base,
+                                  self.want_res + base, self.want_step + base,
+                                  batch.count, self.failed)
+        return list(self.failed[0:nf]) if nf else []
 
     def _complete(self, batch: _Batch) -> None:
         """Wait for every chain of ``batch``; finish its files in order."""
-        while batch.left:
-            self._reap(batch.left)
-        self.flying.remove(batch)
+        region = batch.region
+        while self.left[region]:
+            self._reap(self.left[region])
+        failed = self._failures(batch)
         files, stats = self.files, self.stats
         temps = files.temps
-        failed: List[int] = []
-        for i, job in enumerate(batch.jobs):
-            step, res = batch.step[i], batch.res[i]
-            if (res == 0 and step == _S_RENAME) or (
-                    step == _S_WRITE and job.fresh and res == job.src_st.st_size):
-                temps.discard(batch.tmps[i])
-                size = job.src_st.st_size
+        bad = set(failed)
+        done = 0
+        for i, job, tmp, _ in batch.jobs:
+            if i not in bad:
+                temps.discard(tmp)
+                done += job.src_st.st_size
                 stats.files += 1
-                stats.bytes_read += size
-                stats.bytes_written += size
-                if files.on_progress is not None:
-                    files.progress(size)
-            else:
-                failed.append(i)
+        dir_files, dir_bytes = batch.dir_files, batch.dir_bytes
+        if failed:
+            base = region * self.max_files
+            for i in failed:
+                for first, _, _, n in batch.dirs:
+                    if first <= i < first + n:
+                        dir_files -= 1
+                        dir_bytes -= self.want_res[base + i]
+        stats.files += dir_files
+        done += dir_bytes
+        stats.bytes_read += done
+        stats.bytes_written += done
+        files.progress(done)
         batch.keep = None
         if failed:
             self._retry(batch, failed)
+        self.flying.remove(batch)
+        for _, d, _, _ in batch.dirs:
+            d.release()
+        batch.dirs = []
+
+    def _owner(self, batch: _Batch, i: int) -> Tuple[Optional[FileJob], str,
+                                                      Optional[FreshDir], int]:
+        """What chain ``i`` of ``batch`` copies: (job, its temporary, None,
+        0), or (None, "", the directory, the entry)."""
+        for first, d, entry, n in batch.dirs:
+            if first <= i < first + n:
+                return None, "", d, entry + i - first
+        for k, job, tmp, _ in batch.jobs:
+            if k == i:
+                return job, tmp, None, 0
+        raise LookupError(i)  # pragma: no cover
 
     def _retry(self, batch: _Batch, failed: List[int]) -> None:
         """Close the failed chains' slots, drop their temporaries, copy again."""
         ring, files = self.ring, self.files
         assert ring is not None   # the batch completed on it
-        base = batch.region * 2 * self.max_files
+        base = batch.region * self.max_files
         for i in failed:
-            for slot in (base + 2 * i, base + 2 * i + 1):
+            for slot in (2 * (base + i), 2 * (base + i) + 1):
                 if ring.room < 1:
                     ring.submit()
                 ring.prep(OP_CLOSE, 0, 0, 0, 0, _S_CLOSE, file_index=slot + 1)
@@ -340,18 +519,42 @@ class BatchCopier:
             self._reap(1)
         extra = self.stats.extra
         for i in failed:
-            step = batch.step[i]
-            tmp = batch.tmps[i]
+            step = self.step_tab[base + i]
             key = f"chain_failed_{_STEP_NAMES[step]}"
             extra[key] = extra.get(key, 0) + 1
-            # the temporary exists once its open succeeded
-            if step > _S_OPEN_TMP:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
-            files.temps.discard(tmp)
-            self.fallback(batch.jobs[i])
+            job, tmp, d, entry = self._owner(batch, i)
+            if d is not None:
+                name = d.name(entry)
+                if step > _S_OPEN_TMP:   # created: remove what was written
+                    try:
+                        os.unlink(name, dir_fd=d.dst_fd)
+                    except OSError:
+                        pass
+                job = self._job(d, name)
+                if job is None:
+                    continue
+            else:
+                assert job is not None
+                # the temporary exists once its open succeeded
+                if step > _S_OPEN_TMP:
+                    try:
+                        os.unlink(tmp)
+                    except OSError:
+                        pass
+                files.temps.discard(tmp)
+            self.fallback(job)
+
+    def _job(self, d: FreshDir, name: str) -> Optional[FileJob]:
+        """The FileJob for entry ``name`` of ``d`` (its chain failed)."""
+        src, dst = d.src + name, d.dst + name
+        try:
+            st = os.stat(src) if d.follow else os.lstat(src)
+        except OSError as exc:
+            self.files.fail(f"cannot stat {quote(src)}: "
+                            f"{exc.strerror or os.strerror(exc.errno or 0)}")
+            return None
+        return FileJob(src, dst, dst, st, None, st.st_mode & 0o777 & ~UMASK,
+                       fresh=True)
 
     def drain(self) -> None:
         """Submit what is planned and finish every batch, in order."""
@@ -359,11 +562,41 @@ class BatchCopier:
         while self.flying:
             self._complete(self.flying[0])
 
+    def _abandon(self, ring: Ring) -> None:
+        """After an error or a signal: wait for every chain submitted, keep
+        the files that were completed, remove the rest from the directories
+        this run made (temporaries and fresh FileJob files are in
+        ``files.temps``, removed by the caller's clean-up)."""
+        batches = list(self.flying)
+        if self.batch is not None:   # chains queued and maybe submitted
+            batches.append(self.batch)
+            self.batch = None
+        ring.submit()                # so every queued chain reports
+        while ring.in_flight:
+            n = ring.wait(1)
+            lib.ut_route_chains(ring.cqe_user_data, ring.cqe_res, n,
+                                self.max_files, self.res_tab, self.step_tab,
+                                self.left)
+        for batch in batches:
+            failed = self._failures(batch) if batch.dirs else []
+            for i in failed:
+                _, _, d, entry = self._owner(batch, i)
+                if d is not None and \
+                        self.step_tab[batch.region * self.max_files + i] > _S_OPEN_TMP:
+                    try:
+                        os.unlink(d.name(entry), dir_fd=d.dst_fd)
+                    except OSError:
+                        pass
+            for _, d, _, _ in batch.dirs:
+                d.release()
+            batch.dirs = []
+        self.flying = []
+
     def close(self) -> None:
         """Finish what is in flight, close every slot, close the ring.
 
         After an error or a signal the chains in flight are still waited
-        for: a torn-down ring could create a temporary after the clean-up
+        for: a torn-down ring could create a file after the clean-up
         removed the ones it knew of.
         """
         ring = self.ring
@@ -372,8 +605,7 @@ class BatchCopier:
         self.ring = None
         self.enabled = False
         try:
-            while ring.in_flight:
-                ring.wait(1)
+            self._abandon(ring)
             for r in range(FLYING):
                 base = r * 2 * self.max_files
                 for slot in range(base, base + 2 * self.region_files[r]):

@@ -16,7 +16,13 @@ from .copy import CopyOptions, FileCopier, FileJob, UMASK, make_engine, quote
 from .stats import Stats
 
 if TYPE_CHECKING:
+    from typing import Union
+
     from .copy import ErrorHandler, ProgressHandler
+    from .copybatch import FreshDir
+
+    #: what the walk hands the engine
+    Job = Union[FileJob, FreshDir]
 
     #: called with the GNU -v line ('a' -> 'b')
     VerboseHandler = Callable[[str], None]
@@ -91,6 +97,10 @@ class _Walker:
         self.src_seen: Set[Tuple[int, int, str, int, int]] = set()
         self.dst_made: Dict[Tuple[int, int, str], str] = {}
         self.on_warning: Optional[ErrorHandler] = None
+        #: the engine's FreshDir maker (its small files are chained with no
+        #: Python per file), or None: every entry goes through the walk
+        self.open_dir: Optional[Callable[[str, str, bool],
+                                         Optional[FreshDir]]] = None
 
     def fail(self, message: str) -> None:
         self.files.fail(message)
@@ -103,7 +113,7 @@ class _Walker:
         if self.on_warning is not None:
             self.on_warning(message)
 
-    def operands(self, pairs: List[Tuple[str, str]]) -> Iterator[FileJob]:
+    def operands(self, pairs: List[Tuple[str, str]]) -> Iterator[Job]:
         self.multi = len(pairs) > 1
         for src, dst in pairs:
             yield from self.copy(src, dst, top=True)
@@ -162,7 +172,7 @@ class _Walker:
                 f"{quote(src)}")
 
     def copy(self, src: str, dst: str, top: bool,
-             src_st: Optional[os.stat_result] = None) -> Iterator[FileJob]:
+             src_st: Optional[os.stat_result] = None) -> Iterator[Job]:
         opt = self.opt
         follow = (opt.dereference if opt.dereference is not None
                   else (top and not opt.recursive))
@@ -178,7 +188,7 @@ class _Walker:
         yield from self._entry_copy(src, dst, top, src_st, follow)
 
     def _operand(self, src: str, dst: str, src_st: os.stat_result,
-                 follow: bool) -> Iterator[FileJob]:
+                 follow: bool) -> Iterator[Job]:
         """One of several top-level operands: GNU's checks against the
         operands before it, then the copy, remembered."""
         mode = src_st.st_mode
@@ -210,7 +220,7 @@ class _Walker:
 
     def _entry_copy(self, src: str, dst: str, top: bool,
                     src_st: os.stat_result,
-                    follow: bool) -> Iterator[FileJob]:
+                    follow: bool) -> Iterator[Job]:
         opt = self.opt
         mode = src_st.st_mode
         if stat.S_ISDIR(mode):
@@ -255,7 +265,8 @@ class _Walker:
                 return
             else:
                 target = os.path.realpath(dst)
-        if not stat.S_ISREG(mode) and opt.recursive and not follow:
+        if not stat.S_ISREG(mode) and opt.recursive:
+            # GNU -R makes special files anew, -L or not (no --copy-contents)
             self.copy_special(src, dst, src_st, dst_lst is not None)
             return
         old = dst_st if dst_lst is not None else None
@@ -279,7 +290,7 @@ class _Walker:
                       old_st=old, mode=job_mode, in_place=in_place)
 
     def copy_dir(self, src: str, dst: str, src_st: os.stat_result,
-                 top: bool) -> Iterator[FileJob]:
+                 top: bool) -> Iterator[Job]:
         try:
             dst_st: Optional[os.stat_result] = os.stat(dst)
         except FileNotFoundError:
@@ -313,6 +324,17 @@ class _Walker:
             self.fail(f"cannot copy a directory, {quote(src)}, "
                       f"into itself, {quote(dst)}")
             return
+        opt = self.opt
+        follow = bool(opt.dereference)
+        if created and self.open_dir is not None:
+            fresh = self.open_dir(src, dst, follow)
+            if fresh is not None:
+                try:
+                    yield from self._fresh_entries(fresh)
+                finally:
+                    fresh.release()
+                self.dir_fixups.append((dst, src_st, created))
+                return
         try:
             with os.scandir(src) as entries:
                 # GNU (gnulib savedir) reads entries in inode order
@@ -321,8 +343,6 @@ class _Walker:
         except OSError as exc:
             self.fail(f"cannot access {quote(src)}: {_err(exc)}")
             names = []
-        opt = self.opt
-        follow = bool(opt.dereference)
         stat_ = os.stat if follow else os.lstat
         on_total, on_verbose = self.on_total, self.on_verbose
         src_dir = src if src.endswith("/") else src + "/"
@@ -347,6 +367,30 @@ class _Walker:
             else:
                 yield from self.copy(s, d, False, st)
         self.dir_fixups.append((dst, src_st, created))
+
+    def _fresh_entries(self, fresh: FreshDir) -> Iterator[Job]:
+        """The entries of a directory this run made: the engine chains its
+        small files (each ``yield fresh``), the walk copies the others."""
+        stat_ = os.stat if fresh.follow else os.lstat
+        count = fresh.count
+        while fresh.pos < count:
+            yield fresh            # the engine moves pos past small files
+            pos = fresh.pos
+            if pos >= count:
+                break
+            fresh.pos = pos + 1
+            name = fresh.name(pos)
+            s, d = fresh.src + name, fresh.dst + name
+            try:
+                st = stat_(s)
+            except OSError as exc:
+                self.fail(f"cannot stat {quote(s)}: {_err(exc)}")
+                continue
+            if S_ISREG(st.st_mode):
+                yield FileJob(s, d, d, st, None, st.st_mode & 0o777 & ~UMASK,
+                              fresh=True)
+            else:
+                yield from self.copy(s, d, False, st)
 
     def copy_symlink(self, src: str, dst: str, src_st: os.stat_result) -> None:
         try:
@@ -472,6 +516,9 @@ def copy_paths(sources: Sequence[str], dest: Optional[str], *,
     stats.start()
     walker = _Walker(options, files, on_verbose, on_total)
     walker.on_warning = on_warning or on_error
+    if on_verbose is None and on_total is None:
+        # -v and a progress total want a line or a size per file
+        walker.open_dir = engine.open_dir
     try:
         try:
             pairs = plan_operands(sources, dest, target_directory,

@@ -415,6 +415,26 @@ class Ring:
         self._nq += n
         self._silent += silent
 
+    def queue_descs(self, descs: object, n: int, silent: int = 0) -> None:
+        """Like :meth:`queue_packed`, from a ``struct ut_sqe[]`` a C helper
+        filled (``descs``, cdata)."""
+        if self._nq + n > self.entries:
+            self.submit()
+        if n > self.entries:
+            raise ValueError("SQEs do not fit this ring")
+        if self._faults is not None:  # each request passes the fault plan
+            for k in range(n):
+                d = descs[k]  # type: ignore[index]
+                self.prep(d.opcode, d.fd, d.addr, d.len, d.off, d.user_data,
+                          flags=d.flags, buf_index=d.buf_index,
+                          op_flags=d.op_flags, addr2=d.addr2,
+                          file_index=d.file_index,
+                          splice_fd_in=d.splice_fd_in)
+            return
+        ffi.memmove(self._descs + self._nq, descs, n * _PACKED_SIZE)
+        self._nq += n
+        self._silent += silent
+
     def submit(self, wait_nr: int = 0) -> int:
         """Queue the described SQEs and make one io_uring_enter call.
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -40,6 +41,7 @@ def main() -> int:
         ap.error("give LABEL COMMAND pairs")
     commands = list(zip(args.pairs[::2], args.pairs[1::2]))
     times: Dict[str, List[float]] = {label: [] for label, _ in commands}
+    cpus: Dict[str, List[float]] = {label: [] for label, _ in commands}
     for r in range(args.rounds):
         if args.reset:
             subprocess.run(args.reset, shell=True, check=True,
@@ -47,11 +49,17 @@ def main() -> int:
         for k, (label, command) in enumerate(commands):
             dest = os.path.join(args.dir, f"alternate-{os.getpid()}-{k}-{r}")
             env = dict(os.environ, D=dest)
+            r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             t0 = time.perf_counter()
             res = subprocess.run(command, shell=True, env=env,
                                  stdout=subprocess.DEVNULL,
                                  stderr=subprocess.PIPE)
             times[label].append(time.perf_counter() - t0)
+            # user + system time of the command and everything it waited
+            # for (its threads too: io-wq workers count)
+            r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpus[label].append(r1.ru_utime + r1.ru_stime
+                               - r0.ru_utime - r0.ru_stime)
             if res.returncode != 0:
                 sys.stderr.write(f"{label}: exit {res.returncode}: "
                                  f"{res.stderr.decode(errors='replace')}\n")
@@ -61,13 +69,18 @@ def main() -> int:
                     shutil.rmtree(dest)
                 elif os.path.lexists(dest):
                     os.unlink(dest)
-    base = statistics.median(times[commands[0][0]])
-    print(f"| command | median | vs {commands[0][0]} | all runs (ms) |")
-    print("|---|---:|---:|---|")
+    first = commands[0][0]
+    base = statistics.median(times[first])
+    cpu_base = statistics.median(cpus[first]) or 1e-9
+    print(f"| command | median | vs {first} | CPU (user+sys) | CPU vs {first} "
+          "| all runs (ms) |")
+    print("|---|---:|---:|---:|---:|---|")
     for label, _ in commands:
         m = statistics.median(times[label])
+        c = statistics.median(cpus[label])
         runs = ", ".join(f"{t * 1e3:.0f}" for t in sorted(times[label]))
-        print(f"| {label} | {m * 1e3:.0f} ms | {m / base:.2f}x | {runs} |")
+        print(f"| {label} | {m * 1e3:.0f} ms | {m / base:.2f}x | "
+              f"{c * 1e3:.0f} ms | {c / cpu_base:.2f}x | {runs} |")
     return 0
 
 

@@ -276,7 +276,7 @@ static void ut_sqe_fill(struct ut_sqe *s, uint8_t op, uint8_t flags, int32_t fd,
     s->user_data = user_data;
 }
 
-/* Describe chains openat(src) -> openat(dst, O_CREAT) -> read -> write for
+/* Describe chains openat(dst, O_CREAT) -> openat(src) -> read -> write for
  * the small regular files of d from pos on, into out (4 SQEs a chain), until
  * an entry that is not one, or the batch is full (f->room chains, buffer up
  * to f->buf_end). Advances f and records what success looks like for each
@@ -304,11 +304,14 @@ int ut_chain_fresh(const struct ut_dir *d, unsigned pos, struct ut_fresh *f,
         uint32_t size = (uint32_t)e->size;
         uint64_t ud = f->user_data;
         struct ut_sqe *s = out + 4 * n;
-        ut_sqe_fill(s, IORING_OP_OPENAT, link, f->src_dirfd, 0, f->open_src,
-                    name, f->slot + 1, ud | UT_STEP_OPEN_SRC);
-        ut_sqe_fill(s + 1, IORING_OP_OPENAT, link, f->dst_dirfd,
+        /* The create first, flagged async: it would block anyway, and an
+         * io-wq worker then carries the whole chain, so this thread does
+         * not come back (task work) to issue the rest. */
+        ut_sqe_fill(s, IORING_OP_OPENAT, link | IOSQE_ASYNC, f->dst_dirfd,
                     e->mode & 0777 & ~f->umask, f->open_dst, name,
                     f->slot + 2, ud | UT_STEP_OPEN_DST);
+        ut_sqe_fill(s + 1, IORING_OP_OPENAT, link, f->src_dirfd, 0, f->open_src,
+                    name, f->slot + 1, ud | UT_STEP_OPEN_SRC);
         ut_sqe_fill(s + 2, IORING_OP_READ, link | IOSQE_FIXED_FILE, (int32_t)f->slot,
                     size, 0, f->buf, 0, ud | UT_STEP_READ);
         ut_sqe_fill(s + 3, IORING_OP_WRITE, IOSQE_FIXED_FILE, (int32_t)f->slot + 1,

@@ -25,7 +25,15 @@ A directory this run made costs no Python per file (:class:`FreshDir`): one
 C call reads and stats its entries, another describes the chains of its
 small files, opened relative to the two directories' descriptors, and one
 more checks a whole batch's completions. Only the other entries
-(directories, large files, symlinks...) come back to the tree walk.
+(directories, large files, symlinks...) come back to the tree walk. These
+chains create the file first, flagged IOSQE_ASYNC::
+
+    openat(destination, O_CREAT|O_EXCL) -> openat(src) -> read -> write
+
+A create always goes to an io-wq worker; heading the chain, it takes the
+whole chain there, where the other order came back to this thread (task
+work) to issue the create. A chain failing after the create (an unreadable
+source) has its empty file removed like any other failed chain's.
 
 Two batches are in flight at a time: the kernel runs one while the tree walk
 plans the next. The ring is set up without DEFER_TASKRUN, so an io-wq worker
@@ -525,7 +533,7 @@ class BatchCopier:
             job, tmp, d, entry = self._owner(batch, i)
             if d is not None:
                 name = d.name(entry)
-                if step > _S_OPEN_TMP:   # created: remove what was written
+                if step != _S_OPEN_TMP:   # created first: remove it
                     try:
                         os.unlink(name, dir_fd=d.dst_fd)
                     except OSError:
@@ -582,7 +590,7 @@ class BatchCopier:
             for i in failed:
                 _, _, d, entry = self._owner(batch, i)
                 if d is not None and \
-                        self.step_tab[batch.region * self.max_files + i] > _S_OPEN_TMP:
+                        self.step_tab[batch.region * self.max_files + i] != _S_OPEN_TMP:
                     try:
                         os.unlink(d.name(entry), dir_fd=d.dst_fd)
                     except OSError:

@@ -14,7 +14,6 @@ Also here: GNU's ``quotef`` (shell-escape quoting of names in messages).
 
 from __future__ import annotations
 
-import os
 from collections import namedtuple
 TYPE_CHECKING = False  # typing costs ~13 ms of start-up: annotations only
 if TYPE_CHECKING:
@@ -255,63 +254,30 @@ class CheckParser:
 
 # -- messages -----------------------------------------------------------------
 
-_SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                  b"0123456789%+,-./@_]")
-_ESCAPES = {7: "a", 8: "b", 12: "f", 10: "n", 13: "r", 9: "t", 11: "v"}
+#: what GNU's quotef leaves bare: '#' and '~' only after the first character,
+#: '{' and '}' only in a longer name; ':' is quoted (quotearg_colon)
+_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                  "0123456789%+,-./@_]")
 
 
 def quotef(name: str) -> str:
     """GNU's ``quotef``: shell-escape quoting, only when the name needs it.
 
     ``nope`` stays as is; ``'a b'``, ``'a:b'``, ``"it's"``,
-    ``'a'$'\\t''b'`` as coreutils prints them in a UTF-8 locale.
+    ``'a'$'\\t''b'`` otherwise, exactly as :func:`uringtools.copy.quote`
+    (and so per the LC_CTYPE locale: ``ü`` under UTF-8, ``''$'\\303\\274'``
+    under LC_ALL=C).
     """
-    raw = os.fsencode(name)
-    if not raw:
-        return "''"
-    try:
-        text = raw.decode("utf-8")
-        utf8 = True
-    except UnicodeDecodeError:
-        text = ""
-        utf8 = False
-    needs = False
-    control = False
-    for index, c in enumerate(raw):
-        if c in _SAFE:
-            continue
-        if c in b"#~" and index > 0:
-            continue
-        if c in b"{}" and len(raw) > 1:
-            continue
-        if c >= 0x80 and utf8:
-            continue
-        if c < 0x20 or c == 0x7F or c >= 0x80:
-            control = True
-        needs = True
-    if not needs:
-        return text if utf8 else name
-    if not control:
-        body = text if utf8 else raw.decode("latin-1")
-        if "'" in body:
-            if not any(ch in body for ch in '"$`\\!'):
-                return '"' + body + '"'
-            return "'" + body.replace("'", "'\\''") + "'"
-        return "'" + body + "'"
-    # control bytes (or bytes that are not UTF-8): 'a'$'\t''b'
-    parts = []
-    chars = list(text) if utf8 else [chr(b) for b in raw]
-    plain = ""
-    for ch in chars:
-        code = ord(ch)
-        if (utf8 and code < 0x20) or code == 0x7F or (not utf8 and (code < 0x20 or code >= 0x7F)):
-            if plain:
-                parts.append("'" + plain.replace("'", "'\\''") + "'")
-                plain = ""
-            esc = _ESCAPES.get(code)
-            parts.append("$'\\" + (esc if esc else f"{code:03o}") + "'")
-        else:
-            plain += ch
-    if plain:
-        parts.append("'" + plain.replace("'", "'\\''") + "'")
-    return "".join(parts)
+    if name and all(c in _SAFE or (c in "#~" and i > 0)
+                    or (c in "{}" and len(name) > 1)
+                    for i, c in enumerate(name)):
+        return name
+    from .copy import _quote_units, quote  # only for names that need it
+    units = _quote_units(name)
+    if name and not name.isascii() and all(
+            text in _SAFE or (text in "#~" and i > 0)
+            or (text in "{}" and len(units) > 1)
+            or (kind == 1 and text >= "\x80")  # prints, in a UTF-8 locale
+            for i, (text, kind) in enumerate(units)):
+        return name
+    return quote(name)

@@ -50,36 +50,119 @@ REGISTER_MIN_SIZE = 1 << 20
 SPLICE_MIN = 1 << 20
 
 
-def quote(name: str) -> str:
-    """Quote a file name as GNU coreutils' shell-escape-always style does."""
-    if name and all(c.isprintable() and c not in "'" for c in name):
-        return f"'{name}'"
-    if name and "'" in name and all(c.isprintable() and c not in '"$`\\!'
-                                    for c in name):
-        return f'"{name}"'
-    out: List[str] = ["'"]
-    for c in name:
+#: ASCII that GNU's quoting leaves bare and that still lets a name holding a
+#: single quote be written "..." (gnulib quotearg's c_and_shell_quote_compat;
+#: '#' and '~' count only first in the name, '{' and '}' only alone)
+_QUOTE_COMPAT = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                          "0123456789%+,-./:@]_ ")
+_QUOTE_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n",
+                  "\r": "\\r", "\t": "\\t", "\v": "\\v"}
+_utf8_ctype: Optional[bool] = None
+
+
+def _utf8_locale() -> bool:
+    """Is LC_CTYPE UTF-8, as a C program started in our environment sees it?
+
+    Asked only for names that are not ASCII, answered once. Python has run
+    setlocale(LC_CTYPE, "") at start-up, so the codeset is the locale's,
+    except after PEP 538: started in the C locale (LC_ALL, LC_CTYPE and LANG
+    unset or C), Python exports LC_CTYPE=C.UTF-8 and turns on UTF-8 mode,
+    while GNU stays in C. Other codesets are taken as C takes them.
+    """
+    global _utf8_ctype
+    if _utf8_ctype is None:
+        import _locale  # what `locale` re-exports, without its ~3 ms import
+        import sys
+        env = os.environ
+        coerced = (sys.flags.utf8_mode and not env.get("LC_ALL")
+                   and env.get("LC_CTYPE") in ("C.UTF-8", "C.utf8", "UTF-8")
+                   and env.get("LANG", "") in ("", "C", "POSIX"))
+        codeset = _locale.nl_langinfo(_locale.CODESET)
+        _utf8_ctype = codeset.replace("-", "").upper() == "UTF8" and not coerced
+    return _utf8_ctype
+
+
+def _printable(c: str) -> bool:
+    """glibc's iswprint for a character beyond ASCII: assigned, not a
+    control, not U+2028/U+2029 (format, private-use and spaces print)."""
+    if c.isprintable():
+        return True
+    import unicodedata
+    return (unicodedata.category(c) in ("Cf", "Co", "Zs")
+            and c not in "\u2028\u2029")
+
+
+def _quote_units(name: str) -> List[Tuple[str, int]]:
+    """A name as GNU's quoting sees it: (text, kind) per character.
+
+    kind 1: printed as is, and "..." would do; 0: printed as is, but only
+    '...' will do; 2: a single quote; 3: escaped, text is what goes inside
+    $'...' (``\\n``, ``\\303\\274``).
+    """
+    if name.isascii():
+        chars, utf8 = name, False
+    else:
+        raw = os.fsencode(name)
+        utf8 = _utf8_locale()
+        # outside UTF-8, each byte >= 0x80 is an unprintable character
+        chars = (raw.decode("utf-8", "surrogateescape") if utf8
+                 else raw.decode("latin-1"))
+    units: List[Tuple[str, int]] = []
+    for i, c in enumerate(chars):
         if c == "'":
-            out.append("'\\''")
-        elif not c.isprintable():
-            esc = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\a": "\\a",
-                   "\b": "\\b", "\f": "\\f", "\v": "\\v"}.get(c)
-            if esc is None:
-                code = ord(c)
-                if 0xDC80 <= code <= 0xDCFF:  # undecodable byte
-                    code -= 0xDC00
-                esc = f"\\{code:03o}" if code < 256 else c
-            out.append(f"'$'{esc}''")
+            units.append((c, 2))
+        elif (c in _QUOTE_COMPAT or (c in "#~" and i == 0)
+              or (c in "{}" and len(chars) == 1)):
+            units.append((c, 1))
+        elif " " < c < "\x7f":
+            units.append((c, 0))
+        elif c in _QUOTE_ESCAPES:
+            units.append((_QUOTE_ESCAPES[c], 3))
+        elif c < "\x80" or not utf8:
+            units.append((f"\\{ord(c):03o}", 3))
+        elif "\udc80" <= c <= "\udcff":  # a byte that is not UTF-8
+            units.append((f"\\{ord(c) - 0xDC00:03o}", 3))
+        elif _printable(c):
+            units.append((c, 1))
         else:
-            out.append(c)
+            units.append(("".join(f"\\{b:03o}" for b in c.encode()), 3))
+    return units
+
+
+def quote(name: str) -> str:
+    """Quote a file name as GNU coreutils' quoteaf does (cp's messages, -v).
+
+    gnulib quotearg's shell-escape-always style in the LC_CTYPE locale:
+    ``'a b'``, ``"it's"``, ``'x'$'\\n\\t''y'``, ``''$'\\377'``. Under
+    LC_ALL=C every byte >= 0x80 is escaped; in a UTF-8 locale only bytes
+    that are not UTF-8 and characters that do not print.
+    """
+    if name.isascii() and name.isprintable() and "'" not in name:
+        return f"'{name}'"
+    units = _quote_units(name)
+    escaping = False
+    if any(kind == 2 for _, kind in units):
+        if all(kind in (1, 2) for _, kind in units):
+            return f'"{name}"'
+        # GNU measures such a name in one pass and writes it in a second
+        # that starts in the state the first ended in: after a final escape,
+        # as if inside $'...' (q'\377 -> '''q'\'''$'\377')
+        escaping = units[-1][1] == 3
+    out = ["'"]
+    for text, kind in units:
+        if kind == 3:
+            if not escaping:
+                out.append("'$'")
+                escaping = True
+        elif kind == 2:
+            text = "'\\''"
+            escaping = False
+        elif escaping:
+            out.append("''")
+            escaping = False
+        out.append(text)
     out.append("'")
-    text = "".join(out)
-    # GNU drops the empty '' pairs an escape leaves at either end
-    if text.startswith("'''$'"):
-        text = text[2:]
-    if text.endswith("'''") and len(text) > 3:
-        text = text[:-2]
-    return text
+    return "".join(out)
 
 
 class CopyOptions:

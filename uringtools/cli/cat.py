@@ -38,11 +38,15 @@ def run_cat(files: Sequence[str], fmt: CatFormat, settings: Settings,
             return 1
         stats = Stats(command="cat")
 
+        def on_error(name: str, reason: str) -> None:
+            from ..checkfile import quotef  # GNU cat quotes the name
+            reporter.error(quotef(name), reason)
+
         def work(engine: str) -> bool:
             return cat_files(names, 1, engine=engine,
                              block_size=settings.block_size,
                              queue_depth=settings.queue_depth, fmt=fmt,
-                             stats=stats, on_error=reporter.error,
+                             stats=stats, on_error=on_error,
                              splice=splice, direct=direct,
                              stdin_closed=0 in closed)
 

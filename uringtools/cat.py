@@ -13,12 +13,12 @@ import errno
 import fcntl
 import os
 import stat
-from collections import namedtuple
 TYPE_CHECKING = False  # typing costs ~13 ms of start-up: annotations only
 if TYPE_CHECKING:
     from typing import (Any, Callable, List, Optional, Sequence,
                         Tuple)
 
+from .records import record
 from . import fdio
 from .catfmt import CatFormat, CatFormatter
 from .ring import (OP_POLL_ADD, OP_WRITE, OP_WRITE_FIXED, SQE_IO_LINK, FileRef,
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 
 
-class _Input(namedtuple("_Input", "name fd st owned direct",
+class _Input(record("_Input", "name fd st owned direct",  # type: ignore[misc]
                         defaults=(False,))):
     """An open operand: name, fd, its fstat, whether we close it, and
     whether it was opened with O_DIRECT."""

@@ -6,14 +6,13 @@ does in GNU cat.
 
 from __future__ import annotations
 
-import re
-from collections import namedtuple
+from .records import record
 TYPE_CHECKING = False  # typing costs ~13 ms of start-up: annotations only
 if TYPE_CHECKING:
     from typing import Callable, List
 
 
-class CatFormat(namedtuple(
+class CatFormat(record(  # type: ignore[misc]
         "CatFormat", "number number_nonblank squeeze_blank show_ends "
         "show_tabs show_nonprinting",
         defaults=(False, False, False, False, False, False))):
@@ -67,6 +66,7 @@ class CatFormatter:
             table = [_caret(ch, fmt.show_tabs) for ch in range(256)]
             special = rb"[\x00-\x08\x0b-\x1f\x7f-\xff]" if not fmt.show_tabs \
                 else rb"[\x00-\x09\x0b-\x1f\x7f-\xff]"
+            import re   # only for -v: ~4 ms of start-up
             pattern = re.compile(special)
             return lambda seg: pattern.sub(lambda m: table[m.group()[0]], seg)
         if fmt.show_tabs:

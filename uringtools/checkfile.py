@@ -14,7 +14,7 @@ Also here: GNU's ``quotef`` (shell-escape quoting of names in messages).
 
 from __future__ import annotations
 
-from collections import namedtuple
+from .records import record
 TYPE_CHECKING = False  # typing costs ~13 ms of start-up: annotations only
 if TYPE_CHECKING:
     from typing import Optional
@@ -67,7 +67,7 @@ def format_status(name: bytes, status: str) -> bytes:
 
 # -- input ------------------------------------------------------------------
 
-class CheckLine(namedtuple("CheckLine", "name hexdigest bits")):
+class CheckLine(record("CheckLine", "name hexdigest bits")):  # type: ignore[misc]
     """A properly formatted line: the name to read (bytes), the expected
     digest (lower-case hex) and its length in bits."""
 

@@ -16,16 +16,15 @@ from __future__ import annotations
 
 import errno
 import hashlib
-from collections import namedtuple
 import mmap
 import os
 import stat
-import threading
 import time
 TYPE_CHECKING = False  # typing costs ~13 ms of start-up: annotations only
 if TYPE_CHECKING:
     from typing import Any, Callable, Generator, List, Optional, Sequence
 
+from .records import record
 from . import fdio
 from .readahead import K_READ, KIND_MASK, ReadAhead, ring_with_arena
 from .ring import FileRef, Ring
@@ -41,7 +40,7 @@ class MissingExtra(ValueError):
     """The algorithm needs a package from the ``fast`` extra."""
 
 
-class Algorithm(namedtuple("Algorithm", "name tag bits module variable",
+class Algorithm(record("Algorithm", "name tag bits module variable",  # type: ignore[misc]
                            defaults=("", False))):
     """A digest algorithm: its name, BSD tag (as --tag prints it), default
     digest length in bits (the only one but for BLAKE2), module ("" for
@@ -122,7 +121,7 @@ def get_algorithm(name: str, bits: Optional[int] = None) -> Algorithm:
     return algo
 
 
-class HashResult(namedtuple("HashResult", "name digest error size")):
+class HashResult(record("HashResult", "name digest error size")):  # type: ignore[misc]
     """One operand: name, digest (lower-case hex; None when not read to its
     end), error (the OSError, or None) and size (bytes read)."""
 
@@ -373,99 +372,6 @@ def _hash_one(reader: _Reader, name: str, algo: Algorithm, bits: Optional[int],
             os.close(fd)
 
 
-class _Worker(threading.Thread):
-    """Hashes the operands it takes from the shared cursor, with its own ring."""
-
-    def __init__(self, pool: "_Pool") -> None:
-        super().__init__(daemon=True, name="uring-hash-worker")
-        self.pool = pool
-        self.stats = Stats(command="hash")
-        self.reader: Optional[_Reader] = None
-        self.setup_error: Optional[BaseException] = None
-        self.ready = threading.Event()
-        self.digest_s = 0.0
-        self.digest_bytes = 0
-
-    def run(self) -> None:
-        pool = self.pool
-        try:
-            self.reader = _make_reader(pool.engine, pool.block_size,
-                                       pool.depth, self.stats, pool.async_reads)
-            self.reader.direct = pool.direct
-            self.reader.on_progress = pool.on_progress
-        except BaseException as exc:  # UringUnavailable, MemoryError, ...
-            self.setup_error = exc
-            self.ready.set()
-            return
-        self.ready.set()
-        if not pool.go.wait() or pool.cancel.is_set():
-            self._finish()
-            return
-        try:
-            while not pool.cancel.is_set():
-                index = pool.take()
-                if index is None:
-                    break
-                bits = pool.lengths[index] if pool.lengths else pool.bits
-                result = _hash_one(self.reader, pool.names[index], pool.algo,
-                                   bits, pool.cancel.is_set)
-                pool.put(index, result)
-        except BaseException as exc:  # keep the main flow from waiting forever
-            pool.fail(exc)
-        finally:
-            self._finish()
-
-    def _finish(self) -> None:
-        if self.reader is not None:
-            self.digest_s = self.reader.digest_s
-            self.digest_bytes = self.reader.digest_bytes
-            self.reader.close()
-
-
-class _Pool:
-    """The shared state of the worker threads: a cursor and the results."""
-
-    def __init__(self, names: Sequence[str], jobs: List[int], algo: Algorithm,
-                 bits: Optional[int],
-                 lengths: Optional[Sequence[Optional[int]]], engine: str, block_size: int, depth: int,
-                 async_reads: bool) -> None:
-        self.names = names
-        self.algo, self.bits, self.lengths = algo, bits, lengths
-        self.engine, self.block_size, self.depth = engine, block_size, depth
-        self.async_reads = async_reads
-        self.direct = False
-        self.on_progress: Optional[Callable[[int], None]] = None
-        self._jobs = iter(jobs)
-        self._lock = threading.Lock()
-        self.done = threading.Condition(self._lock)
-        self.results: dict = {}
-        self.error: Optional[BaseException] = None
-        self.go = threading.Event()
-        self.cancel = threading.Event()
-
-    def take(self) -> Optional[int]:
-        with self._lock:
-            return next(self._jobs, None)
-
-    def put(self, index: int, result: HashResult) -> None:
-        with self.done:
-            self.results[index] = result
-            self.done.notify_all()
-
-    def fail(self, exc: BaseException) -> None:
-        with self.done:
-            self.error = exc
-            self.done.notify_all()
-
-    def get(self, index: int) -> HashResult:
-        with self.done:
-            while index not in self.results:
-                if self.error is not None:
-                    raise self.error
-                self.done.wait(0.5)
-            return self.results.pop(index)
-
-
 def hash_files(names: Sequence[str], algorithm: str = DEFAULT_ALGORITHM, *,
                bits: Optional[int] = None, engine: str = "uring",
                block_size: int = DEFAULT_BLOCK_SIZE,
@@ -525,8 +431,8 @@ def hash_files(names: Sequence[str], algorithm: str = DEFAULT_ALGORITHM, *,
     nworkers = min(len(files), max(1, threads)) if len(files) > 1 else 0
     # the calling thread hashes stdin, and the only file when there is one
     main_reader: Optional[_Reader] = None
-    workers: List[_Worker] = []
-    pool: Optional[_Pool] = None
+    workers: List[Any] = []      # hashpool.Worker
+    pool: Optional[Any] = None   # hashpool.Pool
     stats.start()
     abandon = False
     try:
@@ -536,12 +442,15 @@ def hash_files(names: Sequence[str], algorithm: str = DEFAULT_ALGORITHM, *,
             main_reader.direct = direct
             main_reader.on_progress = on_progress
         if nworkers:
-            pool = _Pool(names, files, algo, bits, lengths, engine, block_size,
+            # threads only for several files: threading (with functools and
+            # collections) costs ~10 ms of start-up
+            from .hashpool import Pool, Worker
+            pool = Pool(names, files, algo, bits, lengths, engine, block_size,
                          queue_depth, async_reads)
             pool.direct = direct
             pool.on_progress = on_progress
             for _ in range(nworkers):
-                worker = _Worker(pool)
+                worker = Worker(pool)
                 workers.append(worker)
                 worker.start()
             for worker in workers:

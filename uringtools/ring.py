@@ -13,11 +13,11 @@ import errno
 import mmap
 import os
 import struct
-from collections import namedtuple
 TYPE_CHECKING = False  # typing costs ~13 ms of start-up: annotations only
 if TYPE_CHECKING:
     from typing import Iterable, List, Optional, Tuple, Union
 
+from .records import record
 from ._uring import ffi, lib
 from .stats import Stats
 
@@ -214,7 +214,7 @@ class Arena:
         return self.view[start:start + length]
 
 
-class FileRef(namedtuple("FileRef", "target sqe_flags fd slot")):
+class FileRef(record("FileRef", "target sqe_flags fd slot")):  # type: ignore[misc]
     """How SQEs name a file: a registered index (with FIXED_FILE) or a plain fd.
 
     Fields (ints): target (what the SQE's fd field holds), sqe_flags, fd

@@ -4,9 +4,9 @@ conventions, GNU-style messages, the io_uring fallback, and --stats."""
 from __future__ import annotations
 
 import errno
-import functools
 import os
-import signal
+# the C module: `signal` wraps it in enums (~5 ms of start-up)
+import _signal as signal
 import sys
 TYPE_CHECKING = False  # typing costs ~13 ms of start-up: annotations only
 if TYPE_CHECKING:
@@ -151,6 +151,8 @@ def engine_options(func: Callable[..., Any]) -> Callable[..., Any]:
                                         "object (implies --stats)"),
         click.version_option(__version__, prog_name="uringtools"),
     ]
+
+    import functools   # with Click, which imports it anyway
 
     @functools.wraps(func)
     def wrapper(*args: Any, engine: Optional[str], block_size: int,

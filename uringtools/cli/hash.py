@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-from collections import namedtuple
 import os
 import sys
 TYPE_CHECKING = False  # typing costs ~13 ms of start-up: annotations only
@@ -11,6 +10,7 @@ if TYPE_CHECKING:
     from typing import (Any, Callable, Generator, List, Optional, Sequence,
                         Tuple)
 
+from ..records import record
 from .. import fdio
 from ..checkfile import CheckLine, CheckParser, format_line, format_status, quotef
 from ..hashing import (ALGORITHMS, DEFAULT_ALGORITHM, Algorithm, HashResult,
@@ -49,7 +49,7 @@ def _out(data: bytes) -> None:
         raise _StdoutFailed(exc) from None
 
 
-class CheckOptions(namedtuple("CheckOptions",
+class CheckOptions(record("CheckOptions",  # type: ignore[misc]
                               "quiet status strict warn ignore_missing",
                               defaults=(False, False, False, False, False))):
     """The -c switches (bools): quiet, status, strict, warn, ignore_missing."""

@@ -188,3 +188,59 @@ def test_fast_cat_parse_matches_click(argv: list,
     for other in (["--help"], ["--number", "a"], ["--", "-n"], ["-x", "a"],
                   ["--no-splice", "a"], ["--engine", "sync", "a"]):
         assert catmod.fast_parse(other) is None
+
+
+@pytest.mark.parametrize("argv", [
+    ["--stats", "a"], ["a", "--stats-format", "json"], ["--stats-format=table", "a"],
+    ["-n", "--stats", "a", "--stats-format", "json", "b"], ["a"],
+    ["--stats", "--stats", "-"],
+])
+def test_stats_options_skip_click_as_click_parses(
+        argv: list, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--stats and --stats-format are taken without Click, with Click's
+    result; what Click alone can judge is left to it."""
+    from uringtools.cli import cat as catmod
+    from uringtools.cli.common import stats_options
+
+    seen: dict = {}
+
+    def fake(files, fmt, settings, splice=True, direct=False):
+        seen.update(files=list(files), fmt=fmt, stats=settings.stats,
+                    stats_format=settings.stats_format)
+
+    command = catmod._build_command()
+    monkeypatch.setattr(catmod, "run_cat", fake)
+    command.main(argv, prog_name="uring-cat", standalone_mode=False)
+    pre = stats_options(argv)
+    assert pre is not None
+    rest, settings = pre
+    assert catmod.fast_parse(rest) == (seen["files"], seen["fmt"])
+    assert (settings.stats, settings.stats_format) == \
+        (seen["stats"], seen["stats_format"])
+    for other in (["--stats-format"], ["--stats-format", "xml", "a"],
+                  ["--stats-format=", "a"], ["--", "--stats"]):
+        assert stats_options(other) is None
+
+
+@pytest.mark.parametrize("prog", ["uring-cat", "uring-cp", "uring-hash"])
+def test_stats_json_run_does_not_import_click(tmp_path: Path, prog: str) -> None:
+    """`--stats-format json` (what `uringtools bench` passes) costs no Click:
+    the output is the same, and the JSON line is on stderr."""
+    import json
+
+    write(tmp_path / "f", b"a\nb\n")
+    operands = {"uring-cat": ["f"], "uring-cp": ["f", "g"],
+                "uring-hash": ["f"]}[prog]
+    module = prog.split("-")[1]
+    code = (BEFORE + f"sys.argv = ['{prog}', '--stats-format', 'json', "
+            f"*{operands!r}]\n"
+            f"from uringtools.cli.{module} import main\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code\n"
+            "sys.stdout.flush()\n"
+            "print(sorted(m for m in ('click', 'rich') if m in sys.modules"
+            " and m not in BEFORE), file=sys.stderr)\n")
+    res = run([sys.executable, "-c", code], cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    lines = res.stderr.decode().strip().splitlines()
+    assert lines[-1] == "[]"
+    assert json.loads(lines[-2])["command"] == module

@@ -20,6 +20,7 @@ from ..catfmt import CatFormat
 from ..stats import Stats
 from .common import (LazyCommand, Reporter, Settings, die_of_signal,
                      emit_stats, guard_std_fds, run_main, short_flags,
+                     stats_options,
                      with_engine)
 
 PROG = "uring-cat"
@@ -146,7 +147,8 @@ def fast_parse(argv: Sequence[str]) -> Optional[Tuple[List[str], CatFormat]]:
 
 def main() -> None:
     """Entry point of the ``uring-cat`` script."""
-    parsed = fast_parse(sys.argv[1:])
-    if parsed is not None:
-        run_cat(parsed[0], parsed[1], Settings())   # exits; skips Click
+    pre = stats_options(sys.argv[1:])
+    parsed = fast_parse(pre[0]) if pre is not None else None
+    if pre is not None and parsed is not None:
+        run_cat(parsed[0], parsed[1], pre[1])   # exits; skips Click
     COMMAND.main(PROG)

@@ -103,6 +103,34 @@ def short_flags(argv: Sequence[str],
     return operands, given
 
 
+def stats_options(argv: Sequence[str]) -> Optional[Tuple[List[str], "Settings"]]:
+    """Take ``--stats`` and ``--stats-format json|table`` (or ``=json``) out
+    of a command line as Click would parse them: (the other arguments,
+    Settings), so ``uring-cat --stats FILE`` skips Click too. None when a
+    ``--stats-format`` has no valid value or ``--`` ends the options (Click
+    then parses, and reports)."""
+    rest: List[str] = []
+    stats = False
+    fmt: Optional[str] = None
+    args = iter(argv)
+    for arg in args:
+        if arg == "--":
+            return None
+        if arg == "--stats":
+            stats = True
+        elif arg == "--stats-format" or arg.startswith("--stats-format="):
+            value = arg[15:] if arg.startswith("--stats-format=") \
+                else next(args, None)
+            if value not in ("json", "table"):
+                return None
+            fmt = value
+        else:
+            rest.append(arg)
+    settings = Settings(stats=stats or fmt is not None,
+                        stats_format=fmt or "table")
+    return rest, settings
+
+
 class Settings:
     """The shared options, as parsed."""
 
@@ -299,6 +327,6 @@ def strerror(code: int) -> str:
     return os.strerror(code) if code else "Unknown error"
 
 
-__all__ = ["LazyCommand", "short_flags", "Settings", "engine_options",
+__all__ = ["LazyCommand", "short_flags", "stats_options", "Settings", "engine_options",
            "Reporter", "run_main", "with_engine", "emit_stats",
            "guard_std_fds", "die_of_signal", "Terminated", "strerror", "errno"]

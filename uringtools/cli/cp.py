@@ -13,7 +13,8 @@ if TYPE_CHECKING:
 from ..copy import CopyOptions, quote
 from ..stats import Stats
 from .common import (LazyCommand, Reporter, Settings, emit_stats,
-                     guard_std_fds, run_main, short_flags, with_engine)
+                     guard_std_fds, run_main, short_flags, stats_options,
+                     with_engine)
 from .progress import open_bar, operand_bytes, wanted
 
 if TYPE_CHECKING:
@@ -256,7 +257,9 @@ def fast_parse(argv: Sequence[str]) -> Optional[Tuple[List[str], Dict[str, Any]]
 
 def main() -> None:
     """Entry point of the ``uring-cp`` script."""
-    parsed = fast_parse(sys.argv[1:])
-    if parsed is not None:
-        run_cp(parsed[0], **parsed[1])   # exits; skips importing Click
+    pre = stats_options(sys.argv[1:])
+    parsed = fast_parse(pre[0]) if pre is not None else None
+    if pre is not None and parsed is not None:
+        # exits; skips importing Click
+        run_cp(parsed[0], settings=pre[1], **parsed[1])
     COMMAND.main(PROG)

@@ -17,7 +17,8 @@ from ..hashing import (ALGORITHMS, DEFAULT_ALGORITHM, Algorithm, HashResult,
                        MissingExtra, get_algorithm, hash_files, probe)
 from ..stats import Stats
 from .common import (LazyCommand, Reporter, Settings, emit_stats,
-                     guard_std_fds, run_main, short_flags, with_engine)
+                     guard_std_fds, run_main, short_flags, stats_options,
+                     with_engine)
 from .progress import open_bar, operand_bytes, wanted
 
 if TYPE_CHECKING:
@@ -394,7 +395,9 @@ def run_hash(files: Sequence[str], *, algorithm: str = DEFAULT_ALGORITHM,
 
 def main() -> None:
     """Entry point of the ``uring-hash`` script."""
-    parsed = short_flags(sys.argv[1:])
-    if parsed is not None:
-        run_hash(parsed[0])   # exits; no options: skips importing Click
+    pre = stats_options(sys.argv[1:])
+    parsed = short_flags(pre[0]) if pre is not None else None
+    if pre is not None and parsed is not None:
+        # exits; no other options: skips importing Click
+        run_hash(parsed[0], settings=pre[1])
     COMMAND.main(PROG)

@@ -956,3 +956,51 @@ def test_file_vanishing_after_the_directory_was_read(
     for i in range(30):
         assert (tmp / "out" / "sub" / f"keep{i}").read_bytes() == \
             (src / f"keep{i}").read_bytes()
+
+
+def test_signal_as_a_batch_is_submitted_leaves_no_empty_file(
+        tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A signal arriving while a batch's enter runs (KeyboardInterrupt
+    raised once it returns): the chains went to the kernel, so the clean-up
+    still finds the file created for a source that vanished."""
+    from uringtools import copybatch
+    from uringtools.copy import CopyOptions
+    from uringtools.copytree import copy_paths
+
+    src = tmp / "d" / "sub"
+    src.mkdir(parents=True)
+    for i in range(5):
+        (src / f"keep{i}").write_bytes(os.urandom(i * 100 + 1))
+    (src / "vanish").write_bytes(b"v" * 1000)
+
+    class Vanishing(copybatch.FreshDir):
+        def __init__(self, *args, **kw) -> None:
+            super().__init__(*args, **kw)
+            try:
+                os.unlink(Path(self.src) / "vanish")
+            except FileNotFoundError:
+                pass
+
+    real_launch = copybatch.BatchCopier.launch
+
+    def launch(self: copybatch.BatchCopier) -> None:
+        ring = self.ring
+        assert ring is not None
+        real_submit = ring.submit
+
+        def submit(wait_nr: int = 0) -> int:
+            real_submit(wait_nr)
+            raise KeyboardInterrupt
+        if self.batch is not None and self.batch.dirs:
+            ring.submit = submit  # type: ignore[method-assign]
+        try:
+            real_launch(self)
+        finally:
+            ring.submit = real_submit  # type: ignore[method-assign]
+
+    monkeypatch.setattr(copybatch, "FreshDir", Vanishing)
+    monkeypatch.setattr(copybatch.BatchCopier, "launch", launch)
+    with pytest.raises(KeyboardInterrupt):
+        copy_paths([str(tmp / "d")], str(tmp / "out"),
+                   options=CopyOptions(recursive=True))
+    assert not (tmp / "out" / "sub" / "vanish").exists()

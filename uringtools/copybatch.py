@@ -398,8 +398,10 @@ class BatchCopier:
             self._queue_jobs(batch, ring)
         r = batch.region
         self.region_files[r] = max(self.region_files[r], batch.count)
-        ring.submit()
+        # flying first: a signal raised as the enter returns must leave
+        # the batch where _abandon looks for it
         self.flying.append(batch)
+        ring.submit()
         self.stats.extra["chain_batches"] += 1
 
     def _queue_jobs(self, batch: _Batch, ring: Ring) -> None:

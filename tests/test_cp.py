@@ -1004,3 +1004,37 @@ def test_signal_as_a_batch_is_submitted_leaves_no_empty_file(
         copy_paths([str(tmp / "d")], str(tmp / "out"),
                    options=CopyOptions(recursive=True))
     assert not (tmp / "out" / "sub" / "vanish").exists()
+
+
+@pytest.mark.parametrize("top", ["a", "a/b"])
+def test_cyclic_symlink_under_dereference_like_gnu(tmp: Path, top: str) -> None:
+    """-L and a symlink back to a directory being copied: GNU's one message
+    per cycle, the rest copied, status 1 (it used to recurse until the
+    names were too long)."""
+    (tmp / "a" / "b").mkdir(parents=True)
+    (tmp / "a" / "b" / "f").write_bytes(b"x" * 100)
+    os.symlink("..", tmp / "a" / "b" / "up")
+    ours = ucp("-rL", top, "ours", cwd=tmp)
+    gnu = gcp("-rL", top, "gnu", cwd=tmp)
+    same_messages(ours, gnu)
+    assert ours.returncode == 1
+    assert snapshot(tmp / "ours") == snapshot(tmp / "gnu")
+
+
+@pytest.mark.parametrize("nofile", ["20", "24"])
+def test_large_files_under_a_tiny_nofile_limit(tmp: Path, nofile: str) -> None:
+    """Too few descriptors for the splice pipes: large files go through the
+    arena instead (it used to end in a traceback from os.pipe2)."""
+    if not shutil.which("prlimit"):
+        pytest.skip("no prlimit")
+    for i in range(12):
+        sub = tmp / "d" / f"s{i}"
+        sub.mkdir(parents=True)
+        (sub / "big").write_bytes(os.urandom((2 << 20) + i))
+        (sub / "small").write_bytes(os.urandom(100 + i))
+    res = run([URING_CP, "-r", "d", "ours"], tmp,
+              prefix=["prlimit", f"--nofile={nofile}"])
+    assert res.returncode == 0, res.stderr
+    assert b"Traceback" not in res.stderr
+    assert gcp("-r", "d", "gnu", cwd=tmp).returncode == 0
+    assert snapshot(tmp / "ours") == snapshot(tmp / "gnu")

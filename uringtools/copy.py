@@ -778,7 +778,22 @@ class UringEngine:
         options = self.files.options
         return (not options.direct and options.sparse != "always"
                 and not job.in_place and job.src_st.st_size >= SPLICE_MIN
-                and fdio.is_positional(job.src_st))
+                and fdio.is_positional(job.src_st) and self._splicer_ready())
+
+    def _splicer_ready(self) -> bool:
+        """Make the splicer (its private pipe) on first use; False while
+        the descriptors run out (a low ``ulimit -n``): the file is then
+        copied through the arena instead."""
+        if self.splicer is None:
+            try:
+                self.splicer = SpliceCopier(self.ring, None, VIA_PIPE,
+                                            self.stats)
+            except OSError as exc:
+                if exc.errno not in (errno.EMFILE, errno.ENFILE):
+                    raise
+                self.stats.count("splice_no_fds")
+                return False
+        return True
 
     def _splice_one(self, job: FileJob) -> None:
         """Copy one file's extents with splice pairs on the ring."""
@@ -788,8 +803,7 @@ class UringEngine:
         stats.files += 1
         stats.count("files_spliced")
         try:
-            if self.splicer is None:
-                self.splicer = SpliceCopier(self.ring, None, VIA_PIPE, stats)
+            assert self.splicer is not None   # _spliceable made it
             src = FileRef(job.fd_in, 0, job.fd_in, -1)
             dst = FileRef(job.fd_out, 0, job.fd_out, -1)
             for start, length in list(job.extents):

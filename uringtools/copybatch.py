@@ -50,7 +50,7 @@ import struct
 import sys
 TYPE_CHECKING = False  # typing costs ~13 ms of start-up: annotations only
 if TYPE_CHECKING:
-    from typing import Callable, List, Optional, Tuple
+    from typing import Callable, List, Optional, Set, Tuple
 
 from . import fdio
 from ._uring import ffi, lib
@@ -156,7 +156,7 @@ class _Batch:
     """Files whose chains were submitted together."""
 
     __slots__ = ("region", "count", "jobs", "paths", "dirs", "dir_files",
-                 "dir_bytes", "keep")
+                 "dir_bytes", "keep", "retried")
 
     def __init__(self, region: int) -> None:
         self.region = region             # which region of arena and table
@@ -169,6 +169,8 @@ class _Batch:
         self.dir_files = 0
         self.dir_bytes = 0
         self.keep: object = None         # the path bytes the kernel reads
+        #: failed chains already cleaned up and copied again
+        self.retried: Set[int] = set()
 
 
 class BatchCopier:
@@ -197,7 +199,7 @@ class BatchCopier:
             max_files = min(max_files, soft // (2 * FLYING))
         #: FreshDirs open at once (two descriptors each)
         self.dirs_max = 64 if soft == resource.RLIM_INFINITY else \
-            max(0, min(64, soft // 8))
+            max(0, min(64, (soft - 16) // 8))   # 16 for everything else
         self.open_dirs = 0
         self.enabled = self.enabled and max_files >= 1
         self.max_files = max_files
@@ -542,6 +544,7 @@ class BatchCopier:
                         pass
                 job = self._job(d, name)
                 if job is None:
+                    batch.retried.add(i)
                     continue
             else:
                 assert job is not None
@@ -553,6 +556,7 @@ class BatchCopier:
                         pass
                 files.temps.discard(tmp)
             self.fallback(job)
+            batch.retried.add(i)   # a signal from here on: _abandon skips it
 
     def _job(self, d: FreshDir, name: str) -> Optional[FileJob]:
         """The FileJob for entry ``name`` of ``d`` (its chain failed)."""
@@ -590,6 +594,8 @@ class BatchCopier:
         for batch in batches:
             failed = self._failures(batch) if batch.dirs else []
             for i in failed:
+                if i in batch.retried:
+                    continue   # its file was copied again in full
                 _, _, d, entry = self._owner(batch, i)
                 if d is not None and \
                         self.step_tab[batch.region * self.max_files + i] != _S_OPEN_TMP:

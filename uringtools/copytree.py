@@ -97,6 +97,9 @@ class _Walker:
         self.src_seen: Set[Tuple[int, int, str, int, int]] = set()
         self.dst_made: Dict[Tuple[int, int, str], str] = {}
         self.on_warning: Optional[ErrorHandler] = None
+        #: (device, inode) of the source directories being copied, root
+        #: first: -L can lead back into one of them
+        self.ancestors: Set[Tuple[int, int]] = set()
         #: the engine's FreshDir maker (its small files are chained with no
         #: Python per file), or None: every entry goes through the walk
         self.open_dir: Optional[Callable[[str, str, bool],
@@ -291,6 +294,19 @@ class _Walker:
 
     def copy_dir(self, src: str, dst: str, src_st: os.stat_result,
                  top: bool) -> Iterator[Job]:
+        key = (src_st.st_dev, src_st.st_ino)
+        if key in self.ancestors:
+            # -L: a symlink back to a directory being copied (GNU's words)
+            self.fail(f"cannot copy cyclic symbolic link {quote(src)}")
+            return
+        self.ancestors.add(key)
+        try:
+            yield from self._copy_dir(src, dst, src_st, top)
+        finally:
+            self.ancestors.discard(key)
+
+    def _copy_dir(self, src: str, dst: str, src_st: os.stat_result,
+                  top: bool) -> Iterator[Job]:
         try:
             dst_st: Optional[os.stat_result] = os.stat(dst)
         except FileNotFoundError:

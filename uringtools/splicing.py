@@ -150,7 +150,7 @@ class SpliceCopier:
         in_flags = SPLICE_F_FD_IN_FIXED if src.sqe_flags else 0
         chunk = min(chunk, self.chunk) if chunk > 0 else self.chunk
         done = 0
-        if pairs > 1 and length > chunk:
+        if pairs > 1 and length > chunk and self._spare_pipes(2):
             done, failure = self._pairs_in_flight(
                 src.target, in_flags, dst, offset, length, chunk, pairs)
             if failure is not None:
@@ -241,7 +241,12 @@ class SpliceCopier:
             spares.append(None)
         for k in range(count):
             if spares[k] is None:
-                mid_r, mid_w = os.pipe2(os.O_CLOEXEC)
+                try:
+                    mid_r, mid_w = os.pipe2(os.O_CLOEXEC)
+                except OSError as exc:
+                    if exc.errno not in (errno.EMFILE, errno.ENFILE):
+                        raise
+                    break    # out of descriptors: fewer pairs in flight
                 _grow_pipe(mid_w)
                 spares[k] = (mid_r, mid_w, fcntl.fcntl(mid_w, F_GETPIPE_SZ))
         return [p for p in spares[:count] if p is not None]

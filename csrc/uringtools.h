@@ -58,6 +58,7 @@ int io_uring_register_files_sparse(struct io_uring *ring, unsigned nr);
 int io_uring_register_files_update(struct io_uring *ring, unsigned off,
                                    const int *files, unsigned nr_files);
 int io_uring_unregister_files(struct io_uring *ring);
+int io_uring_register_iowq_max_workers(struct io_uring *ring, unsigned int *values);
 
 /* our helpers (csrc/uringtools.c) */
 struct ut_sqe {

@@ -330,6 +330,16 @@ class Ring:
         self._notes.registered_files_note = f"table of {size}"
         return True
 
+    def limit_workers(self, bounded: int) -> bool:
+        """Let at most ``bounded`` io-wq workers run this ring's blocking
+        requests at once (IORING_REGISTER_IOWQ_MAX_WORKERS); False if the
+        kernel refused. Noted in stats.extra["iowq_max_workers"]."""
+        values = ffi.new("unsigned[2]", [bounded, 0])   # 0: unbounded as is
+        if lib.io_uring_register_iowq_max_workers(self._ring, values) < 0:
+            return False
+        self.stats.extra["iowq_max_workers"] = bounded
+        return True
+
     def attach_file(self, fd: int) -> FileRef:
         """Put ``fd`` in the registered file table if there is room."""
         if self._free_slots:

@@ -238,6 +238,14 @@ class FileJob:
         self.extents: List[Tuple[int, int]] = []
         self.failure: Optional[str] = None
 
+    @classmethod
+    def fresh_file(cls, src: str, dst: str, st: os.stat_result) -> "FileJob":
+        """A regular file copied into a directory this run made: nothing
+        is at ``dst`` (GNU's shortcut), its mode is the source's less the
+        umask."""
+        return cls(src, dst, dst, st, None, st.st_mode & 0o777 & ~UMASK,
+                   fresh=True)
+
 
 class CopyFailed(OSError):
     """One file could not be copied; the message is GNU-formatted."""

@@ -340,8 +340,7 @@ class BatchCopier:
             fresh = FreshDir(src, dst, follow, self)
         except OSError:
             return None
-        extra = self.stats.extra
-        extra["dirs_read_in_c"] = extra.get("dirs_read_in_c", 0) + 1
+        self.stats.count("dirs_read_in_c")
         return fresh
 
     def add_dir(self, d: FreshDir) -> None:
@@ -529,11 +528,9 @@ class BatchCopier:
                 self.closes += 1
         while self.closes:
             self._reap(1)
-        extra = self.stats.extra
         for i in failed:
             step = self.step_tab[base + i]
-            key = f"chain_failed_{_STEP_NAMES[step]}"
-            extra[key] = extra.get(key, 0) + 1
+            self.stats.count(f"chain_failed_{_STEP_NAMES[step]}")
             job, tmp, d, entry = self._owner(batch, i)
             if d is not None:
                 name = d.name(entry)
@@ -567,8 +564,7 @@ class BatchCopier:
             self.files.fail(f"cannot stat {quote(src)}: "
                             f"{exc.strerror or os.strerror(exc.errno or 0)}")
             return None
-        return FileJob(src, dst, dst, st, None, st.st_mode & 0o777 & ~UMASK,
-                       fresh=True)
+        return FileJob.fresh_file(src, dst, st)
 
     def drain(self) -> None:
         """Submit what is planned and finish every batch, in order."""

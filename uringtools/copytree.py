@@ -359,35 +359,16 @@ class _Walker:
         except OSError as exc:
             self.fail(f"cannot access {quote(src)}: {_err(exc)}")
             names = []
-        stat_ = os.stat if follow else os.lstat
-        on_total, on_verbose = self.on_total, self.on_verbose
         src_dir = src if src.endswith("/") else src + "/"
         dst_dir = dst if dst.endswith("/") else dst + "/"
         for name in names:
-            s = src_dir + name
-            d = dst_dir + name
-            try:
-                st = stat_(s)
-            except OSError as exc:
-                self.fail(f"cannot stat {quote(s)}: {_err(exc)}")
-                continue
-            if created and S_ISREG(st.st_mode):
-                # GNU's shortcut: nothing exists yet in a directory this
-                # run made, so there is no destination to look at
-                if on_total is not None:
-                    on_total(st.st_size)
-                if on_verbose is not None:
-                    self.verbose(s, d)
-                yield FileJob(s, d, d, st, None, st.st_mode & 0o777 & ~UMASK,
-                              fresh=True)
-            else:
-                yield from self.copy(s, d, False, st)
+            yield from self._child(src_dir + name, dst_dir + name, follow,
+                                   created)
         self.dir_fixups.append((dst, src_st, created))
 
     def _fresh_entries(self, fresh: FreshDir) -> Iterator[Job]:
         """The entries of a directory this run made: the engine chains its
         small files (each ``yield fresh``), the walk copies the others."""
-        stat_ = os.stat if fresh.follow else os.lstat
         count = fresh.count
         while fresh.pos < count:
             yield fresh            # the engine moves pos past small files
@@ -396,17 +377,28 @@ class _Walker:
                 break
             fresh.pos = pos + 1
             name = fresh.name(pos)
-            s, d = fresh.src + name, fresh.dst + name
-            try:
-                st = stat_(s)
-            except OSError as exc:
-                self.fail(f"cannot stat {quote(s)}: {_err(exc)}")
-                continue
-            if S_ISREG(st.st_mode):
-                yield FileJob(s, d, d, st, None, st.st_mode & 0o777 & ~UMASK,
-                              fresh=True)
-            else:
-                yield from self.copy(s, d, False, st)
+            yield from self._child(fresh.src + name, fresh.dst + name,
+                                   fresh.follow, True)
+
+    def _child(self, s: str, d: str, follow: bool,
+               created: bool) -> Iterator[Job]:
+        """Copy directory entry ``s`` to ``d``; ``created``: its directory
+        was made by this run."""
+        try:
+            st = os.stat(s) if follow else os.lstat(s)
+        except OSError as exc:
+            self.fail(f"cannot stat {quote(s)}: {_err(exc)}")
+            return
+        if created and S_ISREG(st.st_mode):
+            # GNU's shortcut: nothing exists yet in a directory this run
+            # made, so there is no destination to look at
+            if self.on_total is not None:
+                self.on_total(st.st_size)
+            if self.on_verbose is not None:
+                self.verbose(s, d)
+            yield FileJob.fresh_file(s, d, st)
+        else:
+            yield from self.copy(s, d, False, st)
 
     def copy_symlink(self, src: str, dst: str, src_st: os.stat_result) -> None:
         try:

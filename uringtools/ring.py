@@ -411,27 +411,17 @@ class Ring:
         dozen cffi field stores per SQE; ``silent`` of them carry
         SQE_CQE_SKIP_SUCCESS. They must fit: ``n <= room`` after a submit.
         """
-        if self._nq + n > self.entries:
-            self.submit()
-        if n > self.entries or len(data) != n * _PACKED_SIZE:
-            raise ValueError("packed SQEs do not fit this ring")
-        if self._faults is not None:  # each request passes the fault plan
-            for f in struct.iter_unpack(PACKED_SQE, data):
-                self.prep(f[0], f[3], f[6], f[4], f[7], f[11], flags=f[1],
-                          buf_index=f[2], op_flags=f[5], addr2=f[8],
-                          file_index=f[9], splice_fd_in=f[10])
-            return
-        ffi.memmove(self._descs + self._nq, data, len(data))
-        self._nq += n
-        self._silent += silent
+        if len(data) != n * _PACKED_SIZE:
+            raise ValueError("packed SQEs do not match their count")
+        self.queue_descs(ffi.from_buffer("struct ut_sqe[]", data), n, silent)
 
     def queue_descs(self, descs: object, n: int, silent: int = 0) -> None:
-        """Like :meth:`queue_packed`, from a ``struct ut_sqe[]`` a C helper
-        filled (``descs``, cdata)."""
-        if self._nq + n > self.entries:
-            self.submit()
+        """Like :meth:`queue_packed`, from a ``struct ut_sqe[]`` (cdata: a C
+        helper filled it, or packed bytes seen through it)."""
         if n > self.entries:
             raise ValueError("SQEs do not fit this ring")
+        if self._nq + n > self.entries:
+            self.submit()
         if self._faults is not None:  # each request passes the fault plan
             for k in range(n):
                 d = descs[k]  # type: ignore[index]

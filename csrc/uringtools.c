@@ -79,9 +79,11 @@ static int ut_enter(struct io_uring *ring, unsigned wait_nr, unsigned *submitted
     return ret;
 }
 
-/* Copy up to max ready CQEs into arrays and mark them seen. */
+/* Copy up to max ready CQEs into arrays, mark them seen and take them off
+ * *in_flight: in one C call, so a Python signal handler (which runs between
+ * calls) never sees CQEs consumed but still counted in flight. */
 static int ut_reap(struct io_uring *ring, unsigned max, uint64_t *user_data,
-                   int32_t *res)
+                   int32_t *res, int64_t *in_flight)
 {
     struct io_uring_cqe *cqe;
     unsigned head, n = 0;
@@ -94,6 +96,7 @@ static int ut_reap(struct io_uring *ring, unsigned max, uint64_t *user_data,
         n++;
     }
     io_uring_cq_advance(ring, n);
+    *in_flight -= n;
     return (int)n;
 }
 

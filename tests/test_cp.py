@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 
@@ -1056,3 +1056,74 @@ def test_big_file_splices_with_two_io_wq_workers(tmp: Path) -> None:
     assert stats["extra"]["files_spliced"] == 1
     assert stats["extra"]["iowq_max_workers"] == 2
     assert (tmp / "out").read_bytes() == data
+
+
+@pytest.mark.parametrize("when,nth", [("reap", 1), ("reap", 2), ("reap", 5),
+                                      ("failure", 1), ("failure", 2),
+                                      ("failure", 3), ("failure", 4)])
+def test_signal_as_completions_are_reaped_loses_nothing_and_ends(
+        tmp: Path, monkeypatch: pytest.MonkeyPatch, when: str, nth: int) -> None:
+    """KeyboardInterrupt the moment a reap returns (where a handler runs),
+    before its CQEs reach their chains: the nth reap, or the one holding the
+    nth failed chain (a source that vanished after its directory was read).
+    The clean-up still ends (it used to wait for CQEs already taken), keeps
+    only whole files, and removes the vanished sources' files although their
+    failures were in the lost reap (their chain slots' rows from an earlier
+    batch said success)."""
+    from uringtools import copybatch, ring as ringmod
+    from uringtools.copy import CopyOptions
+    from uringtools.copytree import copy_paths
+
+    src = tmp / "d"
+    for k in range(4):
+        sub = src / f"sub{k}"
+        sub.mkdir(parents=True)
+        for i in range(150):
+            (sub / f"keep{i}").write_bytes(os.urandom(1000))
+        # as long as the others: a stale row of its chain slot would
+        # read as its success
+        (sub / "vanish").write_bytes(b"v" * 1000)
+    (src / "big").write_bytes(os.urandom(300 << 10))
+
+    class Vanishing(copybatch.FreshDir):
+        def __init__(self, *args, **kw) -> None:
+            super().__init__(*args, **kw)
+            try:
+                os.unlink(Path(self.src) / "vanish")
+            except FileNotFoundError:
+                pass
+
+    real_reap = ringmod._reap
+    seen = {"reap": 0, "failure": 0}
+
+    def reap(ring: object, most: int, user_data: Any, res: Any,
+             in_flight: object) -> int:
+        n = real_reap(ring, most, user_data, res, in_flight)
+        before = seen[when]
+        seen["reap"] += 1
+        seen["failure"] += sum(1 for i in range(n) if res[i] < 0
+                               and user_data[i] & 7 != copybatch._S_CLOSE)
+        if before < nth <= seen[when]:
+            raise KeyboardInterrupt
+        return n
+
+    def hung(*_: object) -> None:
+        raise AssertionError("the clean-up is still waiting")
+
+    monkeypatch.setattr(copybatch, "FreshDir", Vanishing)
+    monkeypatch.setattr(ringmod, "_reap", reap)
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(20)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            copy_paths([str(src)], str(tmp / "out"),
+                       options=CopyOptions(recursive=True))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    no_temps(tmp)
+    for dirpath, _, filenames in os.walk(tmp / "out"):
+        for name in filenames:
+            rel = os.path.relpath(os.path.join(dirpath, name), tmp / "out")
+            assert not rel.endswith("vanish"), rel
+            assert (tmp / "out" / rel).read_bytes() == (src / rel).read_bytes()

@@ -177,6 +177,48 @@ def test_submit_counts_without_wait() -> None:
     ring.close()   # twice is fine
 
 
+@pytest.mark.parametrize("call", ["_queue", "_reap"])
+def test_signal_right_after_a_ring_call_keeps_the_count(
+        monkeypatch: pytest.MonkeyPatch, call: str) -> None:
+    """A KeyboardInterrupt raised the moment the C call that queues (or
+    reaps) returns, where a signal's handler runs: the count in flight still
+    matches the kernel, so a clean-up that submits and drains gets every CQE
+    once and then stops (it used to send the SQEs again, or wait forever)."""
+    from uringtools.ring import OP_NOP
+
+    real = getattr(ringmod, call)
+    raised = []
+
+    def interrupted(*args: object) -> int:
+        n = real(*args)
+        if not raised:
+            raised.append(n)
+            raise KeyboardInterrupt
+        return n
+
+    stats = Stats()
+    with Ring(16, stats=stats) as ring:
+        for i in range(6):
+            ring.prep(OP_NOP, -1, 0, 0, 0, i)
+        monkeypatch.setattr(ringmod, call, interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            ring.wait(6)
+        assert raised
+        lost = raised[0] if call == "_reap" else 0   # reaped, never seen
+        assert ring.in_flight == 6 - lost
+        assert ring.room == ring.entries
+        # the clean-up: submit what is queued, drain what is in flight
+        ring.submit()
+        seen = []
+        while ring.in_flight:
+            n = ring.wait(1)
+            seen += [int(ring.cqe_user_data[i]) for i in range(n)]
+        assert len(seen) == 6 - lost and len(set(seen)) == len(seen)
+        ring.prep(OP_NOP, -1, 0, 0, 0, 99)   # no stray CQE comes before it
+        assert ring.wait(1) == 1 and ring.cqe_user_data[0] == 99
+        assert ring.in_flight == 0
+
+
 # -- registration fallbacks ---------------------------------------------------
 
 def test_register_arena_fallback_as_nobody(shared_tmp: Path) -> None:

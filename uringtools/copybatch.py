@@ -248,6 +248,7 @@ class BatchCopier:
         # each chain's last CQE, and what it is on success
         self.res_tab = ffi.new("int32_t[]", chains)
         self.step_tab = ffi.new("uint8_t[]", chains)
+        self._no_report = b"\xff" * max_files   # a step no chain has
         self.want_res = ffi.new("int32_t[]", chains)
         self.want_step = ffi.new("uint8_t[]", chains)
         self.left = ffi.new("unsigned[]", FLYING)   # chains without a CQE
@@ -298,6 +299,11 @@ class BatchCopier:
             region = (self.flying[-1].region + 1) % FLYING if self.flying else 0
             batch = self.batch = _Batch(region)
             self.used = 0
+            # no chain of the region has reported: a CQE reaped but never
+            # routed (a signal between the two) then reads as a failure, and
+            # the clean-up removes that file rather than trust a stale row
+            ffi.memmove(self.step_tab + region * self.max_files,
+                        self._no_report, self.max_files)
             self.left[region] = 0
         return batch
 

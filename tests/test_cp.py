@@ -662,7 +662,10 @@ def test_many_sources_into_a_directory_through_chains(tmp: Path) -> None:
 
 def test_vanishing_files_give_gnu_messages(tmp: Path) -> None:
     """A file gone between the walk's lstat and the open: GNU's "cannot
-    open"; a listed file gone before its lstat: GNU's "cannot stat"."""
+    open"; a listed file gone before its lstat: GNU's "cannot stat". The
+    destination directories exist, so the walk goes entry by entry (in a
+    directory this run made, small files are stat'ed together in C: see
+    test_file_vanishing_after_the_directory_was_read)."""
     from uringtools.copy import CopyOptions
     from uringtools.copytree import copy_paths
 
@@ -685,7 +688,8 @@ def test_vanishing_files_give_gnu_messages(tmp: Path) -> None:
                     os.unlink(src / "sub" / f"{prefix}{i}")
 
         dest = tmp / f"out-{prefix}"
-        ok = copy_paths([str(src)], str(dest),
+        (dest / "sub").mkdir(parents=True)
+        ok = copy_paths([str(src)], str(dest), no_target_directory=True,
                         options=CopyOptions(recursive=True, verbose=True),
                         on_error=errors.append, on_verbose=on_verbose)
         assert not ok
@@ -894,15 +898,51 @@ def test_new_directories_with_troubled_entries_like_gnu(tmp: Path, who: str,
     no_temps(tmp)
 
 
-def test_verbose_walks_entry_by_entry(tmp: Path) -> None:
-    """-v wants a line a file: no directory is chained in C, same bytes."""
+def test_verbose_lines_of_chained_directories_like_gnu(tmp: Path) -> None:
+    """-v with the small files of new directories chained in C: GNU's
+    lines, in GNU's order, around the entries the walk copies itself."""
     make_many(tmp / "d", files=40)
-    ours = ucp("-rv", "--stats-format", "json", "d", "ours", cwd=tmp)
-    gnu = gcp("-rv", "d", "gnu", cwd=tmp)
-    assert ours.returncode == gnu.returncode == 0
-    assert ours.stdout.decode().replace("ours", "gnu") == gnu.stdout.decode()
-    assert "dirs_read_in_c" not in json_stats(ours)["extra"]
-    assert snapshot(tmp / "ours") == snapshot(tmp / "gnu")
+    make_troubled(tmp / "t")
+    for src in ("d", "t"):
+        ours = ucp("-rv", "--stats-format", "json", src, f"ours-{src}", cwd=tmp)
+        gnu = gcp("-rv", src, f"gnu-{src}", cwd=tmp)
+        assert ours.returncode == gnu.returncode
+        assert ours.stdout.decode().replace("ours-", "gnu-") == \
+            gnu.stdout.decode()
+        assert json_stats(ours)["extra"]["dirs_read_in_c"] >= 2
+        assert snapshot(tmp / f"ours-{src}") == snapshot(tmp / f"gnu-{src}")
+    no_temps(tmp)
+
+
+@pytest.mark.parametrize("engine", ["uring", "sync"])
+def test_progress_counts_every_byte(tmp: Path, engine: str) -> None:
+    """A progress total and progress updates that add up to the bytes of
+    the tree (a sparse file's holes included), with the new directories'
+    small files chained in C on the ring."""
+    from uringtools.copy import CopyOptions
+    from uringtools.copytree import copy_paths
+    from uringtools.stats import Stats
+
+    make_many(tmp / "d", files=300)
+    (tmp / "d" / "big").write_bytes(os.urandom(3 << 20))
+    size = sum(p.stat().st_size for p in (tmp / "d").rglob("*")
+               if p.is_file() and not p.is_symlink())
+    totals: List[int] = []
+    done: List[int] = []
+    stats = Stats(command="cp")
+    assert copy_paths([str(tmp / "d")], str(tmp / "out"),
+                      options=CopyOptions(recursive=True, engine=engine),
+                      stats=stats, on_total=totals.append,
+                      on_progress=done.append)
+    assert sum(totals) == sum(done) == size
+    if engine == "uring":
+        assert stats.extra["dirs_read_in_c"] >= 2
+    assert snapshot(tmp / "out") == snapshot(tmp / "d")
+    for flag in ("--progress", "--no-progress"):
+        res = ucp("-r", flag, "--engine", engine, "d", f"out{flag}", cwd=tmp)
+        assert res.returncode == 0, res.stderr
+        assert b"Traceback" not in res.stderr
+        assert snapshot(tmp / f"out{flag}") == snapshot(tmp / "d")
 
 
 def test_deep_tree_under_low_nofile_limit(tmp: Path) -> None:

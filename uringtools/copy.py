@@ -388,6 +388,9 @@ class FileCopier:
             return [(0, size)]
         self.stats.extra["holes_skipped"] = (
             self.stats.extra.get("holes_skipped", 0) + 1)
+        # the holes are done as soon as they are planned: a progress bar
+        # whose total is the files' sizes then reaches its end
+        self.progress(size - sum(length for _, length in extents))
         return extents
 
     def finish(self, job: FileJob, close: bool = True) -> bool:

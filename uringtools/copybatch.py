@@ -109,7 +109,7 @@ class FreshDir:
     """
 
     __slots__ = ("src", "dst", "src_fd", "dst_fd", "follow", "entries",
-                 "count", "pos", "refs", "owner")
+                 "count", "pos", "refs", "owner", "announce")
 
     def __init__(self, src: str, dst: str, follow: bool,
                  owner: "BatchCopier") -> None:
@@ -137,10 +137,17 @@ class FreshDir:
         self.refs = 1
         self.owner = owner
         owner.open_dirs += 1
+        #: called with (self, first entry, count) as entries are chained,
+        #: for -v lines and a progress total; None: nothing per file
+        self.announce: Optional[Callable[["FreshDir", int, int], None]] = None
 
     def name(self, i: int) -> str:
         e = self.entries.ents[i]
         return os.fsdecode(ffi.unpack(self.entries.names + e.name, e.name_len))
+
+    def size(self, i: int) -> int:
+        """Entry ``i``'s size as its stat in the C read saw it."""
+        return int(self.entries.ents[i].size)
 
     def release(self) -> None:
         """Drop one hold; the last closes both directories."""
@@ -380,6 +387,8 @@ class BatchCopier:
                 assert ring is not None
                 ring.queue_descs(self.scratch, 4 * n, 3 * n)
                 self.left[region] += n
+                if d.announce is not None:
+                    d.announce(d, d.pos, n)
                 batch.dirs.append((i, d, d.pos, n))
                 d.refs += 1
                 batch.count = i + n

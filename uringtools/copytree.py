@@ -345,6 +345,8 @@ class _Walker:
         if created and self.open_dir is not None:
             fresh = self.open_dir(src, dst, follow)
             if fresh is not None:
+                if self.on_verbose is not None or self.on_total is not None:
+                    fresh.announce = self._announce
                 try:
                     yield from self._fresh_entries(fresh)
                 finally:
@@ -379,6 +381,17 @@ class _Walker:
             name = fresh.name(pos)
             yield from self._child(fresh.src + name, fresh.dst + name,
                                    fresh.follow, True)
+
+    def _announce(self, fresh: FreshDir, first: int, count: int) -> None:
+        """The -v lines and progress sizes of entries the engine chained,
+        as :meth:`_child` gives them for the entries it walks."""
+        on_total = self.on_total
+        for i in range(first, first + count):
+            if on_total is not None:
+                on_total(fresh.size(i))
+            if self.on_verbose is not None:
+                name = fresh.name(i)
+                self.verbose(fresh.src + name, fresh.dst + name)
 
     def _child(self, s: str, d: str, follow: bool,
                created: bool) -> Iterator[Job]:
@@ -499,7 +512,8 @@ def copy_paths(sources: Sequence[str], dest: Optional[str], *,
         stats: counters to fill.
         on_error: called with each GNU-formatted message (no program name).
         on_verbose: called with each ``'a' -> 'b'`` line (``-v``).
-        on_progress: called with the bytes copied since the last call.
+        on_progress: called with the bytes copied since the last call (a
+            sparse file's holes count once they are planned).
         on_total: called with the size of each regular file found.
         on_warning: called with GNU's warnings (``warning: source file 'a'
             specified more than once``), which do not fail the copy;
@@ -524,9 +538,7 @@ def copy_paths(sources: Sequence[str], dest: Optional[str], *,
     stats.start()
     walker = _Walker(options, files, on_verbose, on_total)
     walker.on_warning = on_warning or on_error
-    if on_verbose is None and on_total is None:
-        # -v and a progress total want a line or a size per file
-        walker.open_dir = engine.open_dir
+    walker.open_dir = engine.open_dir
     try:
         try:
             pairs = plan_operands(sources, dest, target_directory,

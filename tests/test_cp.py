@@ -1167,3 +1167,53 @@ def test_signal_as_completions_are_reaped_loses_nothing_and_ends(
             rel = os.path.relpath(os.path.join(dirpath, name), tmp / "out")
             assert not rel.endswith("vanish"), rel
             assert (tmp / "out" / rel).read_bytes() == (src / rel).read_bytes()
+
+
+@pytest.mark.parametrize("flags", [
+    ["-rL", "-a"], ["-a", "-rL"], ["-rLa"], ["-raL"], ["-rL", "--archive"],
+    ["--dereference", "-a"], ["-a", "--no-dereference", "-L"],
+    ["-rL", "-P", "-L"], ["-rLPL"], ["-rP"], ["-r"], ["-rL"]])
+def test_last_of_archive_and_dereference_decides_like_gnu(
+        tmp: Path, flags: List[str]) -> None:
+    """-a means -P too, and whichever of -a, -L, -P comes last decides
+    (`cp -rL -a` used to follow links, as if -L always won)."""
+    (tmp / "src" / "d").mkdir(parents=True)
+    (tmp / "src" / "f").write_bytes(b"data\n")
+    os.symlink("f", tmp / "src" / "l")
+    os.symlink("d", tmp / "src" / "dl")
+    assert gcp(*flags, "src", "gnu", cwd=tmp).returncode == 0
+    fast = run([URING_CP, *flags, "src", "fast"], tmp)   # no Click if it can
+    slow = ucp(*flags, "src", "slow", cwd=tmp)            # through Click
+    assert fast.returncode == slow.returncode == 0, (fast.stderr, slow.stderr)
+    assert snapshot(tmp / "fast") == snapshot(tmp / "gnu")
+    assert snapshot(tmp / "slow") == snapshot(tmp / "gnu")
+
+
+@pytest.mark.parametrize("argv", [
+    ["a", "b"], ["-rL", "-a", "a", "b"], ["-a", "-L", "a", "b"],
+    ["-raLP", "a", "b"], ["-fnpv", "a", "-T", "b"], ["-R", "a", "b", "c"],
+    ["-P", "-a", "a", "b"], ["-L", "a", "b"]])
+def test_fast_parse_agrees_with_click(argv: List[str],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The short-flag parse that skips Click gives run_cp what Click does."""
+    from uringtools.cli import cp as cpmod
+
+    seen: dict = {}
+
+    def fake(operands, **kw):
+        kw.pop("settings")
+        seen.update(kw, operands=list(operands))
+
+    command = cpmod._build_command()
+    monkeypatch.setattr(cpmod, "run_cp", fake)
+    command.main(argv, prog_name="uring-cp", standalone_mode=False)
+    parsed = cpmod.fast_parse(argv)
+    assert parsed is not None
+    operands, options = parsed
+    assert operands == seen.pop("operands")
+    for key, value in options.items():
+        assert seen[key] == value, key
+    assert seen.get("deref") == options.get("deref")
+    for key, value in seen.items():   # the rest are Click's defaults
+        if key not in options and key != "deref":
+            assert not value or key in ("sparse",), (key, value)

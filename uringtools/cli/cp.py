@@ -86,14 +86,17 @@ def _build_command() -> Any:
     from .progress import progress_option
 
     @click.command(name="cp", context_settings={"help_option_names": ["--help"]})
-    @click.option("-a", "--archive", is_flag=True, help="same as -dR --preserve=all")
+    # -a, -L and -P in command-line order: -a means -P too, and the last
+    # of the three decides, as in GNU cp
+    @click.option("-a", "--archive", "deref_seq", flag_value="a", multiple=True,
+                  help="same as -dR --preserve=all")
     @click.option("-f", "--force", is_flag=True,
                   help="if an existing destination file cannot be opened, "
                        "replace it anyway")
-    @click.option("-L", "--dereference", "deref", flag_value="L",
-                  help="always follow symbolic links in SOURCE")
-    @click.option("-P", "--no-dereference", "deref", flag_value="P",
-                  help="never follow symbolic links in SOURCE")
+    @click.option("-L", "--dereference", "deref_seq", flag_value="L",
+                  multiple=True, help="always follow symbolic links in SOURCE")
+    @click.option("-P", "--no-dereference", "deref_seq", flag_value="P",
+                  multiple=True, help="never follow symbolic links in SOURCE")
     @click.option("-n", "--no-clobber", is_flag=True,
                   help="do not overwrite an existing file")
     @click.option("-p", "preserve", is_flag=True,
@@ -121,8 +124,8 @@ def _build_command() -> Any:
     @progress_option
     @click.argument("operands", nargs=-1)
     @engine_options
-    def cp_command(operands: Tuple[str, ...], archive: bool, force: bool,
-                   deref: Optional[str], no_clobber: bool, preserve: bool,
+    def cp_command(operands: Tuple[str, ...], deref_seq: Tuple[str, ...],
+                   force: bool, no_clobber: bool, preserve: bool,
                    preserve_long: bool, recursive: bool, sparse: str,
                    target_directory: Optional[str], no_target_directory: bool,
                    verbose: bool, fsync: bool, direct: bool,
@@ -136,6 +139,8 @@ def _build_command() -> Any:
           or:  uring-cp [OPTION]... SOURCE... DIRECTORY
           or:  uring-cp [OPTION]... -t DIRECTORY SOURCE...
         """
+        archive = "a" in deref_seq
+        deref = _LAST_DEREF[deref_seq[-1]] if deref_seq else None
         return run_cp(operands, archive=archive, force=force, deref=deref,
                       no_clobber=no_clobber, preserve=preserve,
                       preserve_long=preserve_long, recursive=recursive,
@@ -234,6 +239,9 @@ def run_cp(operands: Sequence[str], *, archive: bool = False,
     run_main(reporter, body)
 
 
+#: what the last of -a, -L, -P means for symbolic links
+_LAST_DEREF = {"a": "P", "L": "L", "P": "P"}
+
 #: short flags main() parses itself -> (run_cp keyword, value)
 _FAST_FLAGS: Dict[str, Tuple[str, Any]] = {
     "a": ("archive", True), "f": ("force", True), "L": ("deref", "L"),
@@ -252,7 +260,11 @@ def fast_parse(argv: Sequence[str]) -> Optional[Tuple[List[str], Dict[str, Any]]
     if parsed is None:
         return None
     operands, letters = parsed
-    return operands, dict(_FAST_FLAGS[letter] for letter in letters)
+    options = dict(_FAST_FLAGS[letter] for letter in letters)
+    last = max(letters.rfind("a"), letters.rfind("L"), letters.rfind("P"))
+    if last >= 0:
+        options["deref"] = _LAST_DEREF[letters[last]]
+    return operands, options
 
 
 def main() -> None:

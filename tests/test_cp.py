@@ -1217,3 +1217,29 @@ def test_fast_parse_agrees_with_click(argv: List[str],
     for key, value in seen.items():   # the rest are Click's defaults
         if key not in options and key != "deref":
             assert not value or key in ("sparse",), (key, value)
+
+
+@pytest.mark.parametrize("args", [
+    ["-r", "src", "src/b"], ["-rv", "src", "src/b"], ["-r", "src", "src"],
+    ["-rT", "src", "src"], ["-r", "src/x", "src"], ["-r", "src", "src/x/new"],
+    ["-rv", "-t", "link", "src"], ["-rL", "src", "src/b"], ["-r", "src/.", "src"],
+    ["-r", "src", "other", "src/x"]])
+def test_copy_into_itself_like_gnu(tmp: Path, args: List[str]) -> None:
+    """A directory copied into itself: GNU copies everything but the
+    directories the copy made, naming the operands in its message, status
+    1; a directory onto itself is "the same file" and nothing is copied."""
+    for base in ("gnu", "ours"):
+        src = tmp / base / "src"
+        (src / "x").mkdir(parents=True)
+        (src / "f").write_bytes(b"f" * 5000)
+        (src / "x" / "g").write_bytes(b"g" * 100)
+        (tmp / base / "other").mkdir()
+        (tmp / base / "other" / "h").write_bytes(b"h")
+        os.symlink("src", tmp / base / "link")
+    gnu = gcp(*args, cwd=tmp / "gnu")
+    ours = ucp(*args, cwd=tmp / "ours")
+    same_messages(ours, gnu)
+    assert ours.stdout == gnu.stdout
+    assert ours.returncode == gnu.returncode == 1
+    assert snapshot(tmp / "ours") == snapshot(tmp / "gnu")
+    no_temps(tmp)

@@ -100,6 +100,14 @@ class _Walker:
         #: (device, inode) of the source directories being copied, root
         #: first: -L can lead back into one of them
         self.ancestors: Set[Tuple[int, int]] = set()
+        #: the top-level source and destination being copied
+        self.top = ("", "")
+        #: (device, inode, path) of the first directory the operand's copy
+        #: made: met again as a source, the copy went into itself
+        self.first_made: Optional[Tuple[int, int, str]] = None
+        #: the operand's copy met its own first directory: as GNU, every
+        #: directory being walked stops there
+        self.into_self = False
         #: the engine's FreshDir maker (its small files are chained with no
         #: Python per file), or None: every entry goes through the walk
         self.open_dir: Optional[Callable[[str, str, bool],
@@ -119,6 +127,9 @@ class _Walker:
     def operands(self, pairs: List[Tuple[str, str]]) -> Iterator[Job]:
         self.multi = len(pairs) > 1
         for src, dst in pairs:
+            self.top = (src, dst)
+            self.first_made = None
+            self.into_self = False
             yield from self.copy(src, dst, top=True)
 
     @staticmethod
@@ -295,6 +306,17 @@ class _Walker:
     def copy_dir(self, src: str, dst: str, src_st: os.stat_result,
                  top: bool) -> Iterator[Job]:
         key = (src_st.st_dev, src_st.st_ino)
+        first = self.first_made
+        if first is not None and key == first[:2] and \
+                self._entry(src) == self._entry(first[2]):
+            # the copy reached the directory it made inside its source:
+            # GNU names the operands and stops walking (what came before
+            # stays copied)
+            top_src, top_dst = self.top
+            self.fail(f"cannot copy a directory, {quote(top_src)}, "
+                      f"into itself, {quote(top_dst)}")
+            self.into_self = True
+            return
         if key in self.ancestors:
             # -L: a symlink back to a directory being copied (GNU's words)
             self.fail(f"cannot copy cyclic symbolic link {quote(src)}")
@@ -314,19 +336,13 @@ class _Walker:
         except OSError as exc:
             self.fail(f"cannot stat {quote(dst)}: {_err(exc)}")
             return
-        if top:
-            src_real = os.path.realpath(src)
-            dst_real = os.path.join(os.path.realpath(os.path.dirname(dst) or "."),
-                                    _base(dst))
-            if dst_real == src_real or dst_real.startswith(
-                    src_real.rstrip("/") + "/"):
-                self.fail(f"cannot copy a directory, {quote(src)}, "
-                          f"into itself, {quote(dst)}")
-                return
         created = False
         if dst_st is None:
             try:
                 os.mkdir(dst, 0o700)
+                if self.first_made is None:
+                    made = os.lstat(dst)
+                    self.first_made = (made.st_dev, made.st_ino, dst)
             except OSError as exc:
                 self.fail(f"cannot create directory {quote(dst)}: {_err(exc)}")
                 return
@@ -337,8 +353,7 @@ class _Walker:
                       f"with directory {quote(src)}")
             return
         elif (dst_st.st_dev, dst_st.st_ino) == (src_st.st_dev, src_st.st_ino):
-            self.fail(f"cannot copy a directory, {quote(src)}, "
-                      f"into itself, {quote(dst)}")
+            self.fail(f"{quote(src)} and {quote(dst)} are the same file")
             return
         opt = self.opt
         follow = bool(opt.dereference)
@@ -366,6 +381,8 @@ class _Walker:
         for name in names:
             yield from self._child(src_dir + name, dst_dir + name, follow,
                                    created)
+            if self.into_self:
+                break
         self.dir_fixups.append((dst, src_st, created))
 
     def _fresh_entries(self, fresh: FreshDir) -> Iterator[Job]:
@@ -381,6 +398,8 @@ class _Walker:
             name = fresh.name(pos)
             yield from self._child(fresh.src + name, fresh.dst + name,
                                    fresh.follow, True)
+            if self.into_self:
+                break
 
     def _announce(self, fresh: FreshDir, first: int, count: int) -> None:
         """The -v lines and progress sizes of entries the engine chained,

@@ -1243,3 +1243,37 @@ def test_copy_into_itself_like_gnu(tmp: Path, args: List[str]) -> None:
     assert ours.returncode == gnu.returncode == 1
     assert snapshot(tmp / "ours") == snapshot(tmp / "gnu")
     no_temps(tmp)
+
+
+def _links_and_dirs(root: Path) -> None:
+    root.mkdir()
+    (root / "f").write_bytes(b"data\n")
+    os.symlink("f", root / "sl")
+    os.symlink("nowhere", root / "dl")
+    (root / "d").mkdir()
+    (root / "e").mkdir()
+    (root / "e" / "y").write_bytes(b"y")
+    os.symlink("d", root / "sd")
+    os.symlink("e", root / "se")
+    os.link(root / "f", root / "hl")
+
+
+@pytest.mark.parametrize("args", [
+    "-P sl f", "-n -P sl f", "-P sl sl", "-rP sl sl", "-r dl dl", "-P dl dl",
+    "-n f f", "-n sl sl", "-n f hl", "f hl", "-P f sl", "sl f", "-L sl f",
+    "-nT f d", "-rT e se", "-rT d sd", "-rnT d sd", "-rT e sd", "-rT sd d",
+    "-rLT sd d", "-PT sl sd", "-rT sl se", "-rT sd se", "-rLT sd se",
+    "-rn d d", "-T f sd"])
+def test_same_file_and_symlink_destinations_like_gnu(
+        tmp: Path, args: str) -> None:
+    """GNU's same-file rules: `cp -P link target` would turn the target into
+    a link to itself (it did: the data was lost); -n skips an existing
+    destination before any check; a directory is not merged into a
+    symlink to a directory; a link onto itself is refused."""
+    _links_and_dirs(tmp / "gnu")
+    _links_and_dirs(tmp / "ours")
+    gnu = gcp(*args.split(), cwd=tmp / "gnu")
+    ours = ucp(*args.split(), cwd=tmp / "ours")
+    same_messages(ours, gnu)
+    assert snapshot(tmp / "ours") == snapshot(tmp / "gnu")
+    assert (tmp / "ours" / "f").read_bytes() == b"data\n"

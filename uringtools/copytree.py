@@ -143,6 +143,40 @@ class _Walker:
             return None
         return (st.st_dev, st.st_ino, tail)
 
+    def _same_file_ok(self, src: str, src_sb: os.stat_result, dst: str,
+                      dst_sb: os.stat_result, deref_never: bool) -> bool:
+        """GNU's same_file_ok for cp's options here (no backups, links or
+        moves): False when copying ``src`` onto ``dst`` would destroy the
+        data being copied ("are the same file")."""
+        same = (src_sb.st_dev, src_sb.st_ino) == (dst_sb.st_dev, dst_sb.st_ino)
+        if deref_never:
+            if stat.S_ISLNK(src_sb.st_mode) and stat.S_ISLNK(dst_sb.st_mode):
+                # two symlinks: fine unless they are the same entry
+                return self._entry(src) != self._entry(dst)
+            src_link, dst_link = src_sb, dst_sb
+        else:
+            if not same:
+                return True
+            try:
+                src_link, dst_link = os.lstat(src), os.lstat(dst)
+            except OSError:
+                return True
+        if not stat.S_ISLNK(src_link.st_mode) and \
+                not stat.S_ISLNK(dst_link.st_mode):
+            return (src_link.st_dev, src_link.st_ino) != \
+                (dst_link.st_dev, dst_link.st_ino)
+        if deref_never:
+            # a symlink onto what it points to (or the other way round)
+            try:
+                src_to = os.stat(src) if stat.S_ISLNK(src_link.st_mode) \
+                    else src_link
+                dst_to = os.stat(dst) if stat.S_ISLNK(dst_link.st_mode) \
+                    else dst_link
+            except OSError:
+                return True
+            return (src_to.st_dev, src_to.st_ino) != (dst_to.st_dev, dst_to.st_ino)
+        return False
+
     def _made(self, dst: str, kind: str) -> None:
         """Remember what a top-level operand made at ``dst``."""
         key = self._entry(dst)
@@ -257,15 +291,20 @@ class _Walker:
                 dst_st = os.stat(dst)
             except OSError:
                 dst_st = None
-        if dst_st is not None and (dst_st.st_dev, dst_st.st_ino) == (
-                src_st.st_dev, src_st.st_ino):
+        # GNU stats the destination through a symlink only to write a
+        # regular file through it
+        use_lstat = stat.S_ISLNK(mode) or (
+            opt.recursive and not stat.S_ISREG(mode))
+        dst_sb = dst_lst if use_lstat else dst_st
+        if dst_sb is not None and not opt.no_clobber and \
+                not self._same_file_ok(src, src_st, dst, dst_sb, not follow):
             self.fail(f"{quote(src)} and {quote(dst)} are the same file")
             return
-        if dst_st is not None and stat.S_ISDIR(dst_st.st_mode):
+        if dst_lst is not None and opt.no_clobber:
+            return
+        if dst_sb is not None and stat.S_ISDIR(dst_sb.st_mode):
             self.fail(f"cannot overwrite directory {quote(dst)} "
                       "with non-directory")
-            return
-        if dst_lst is not None and opt.no_clobber:
             return
         if stat.S_ISLNK(mode):
             self.copy_symlink(src, dst, src_st)
@@ -330,11 +369,18 @@ class _Walker:
     def _copy_dir(self, src: str, dst: str, src_st: os.stat_result,
                   top: bool) -> Iterator[Job]:
         try:
-            dst_st: Optional[os.stat_result] = os.stat(dst)
+            # GNU looks at the destination itself: a symlink there is not
+            # a directory to merge into
+            dst_st: Optional[os.stat_result] = os.lstat(dst)
         except FileNotFoundError:
             dst_st = None
         except OSError as exc:
             self.fail(f"cannot stat {quote(dst)}: {_err(exc)}")
+            return
+        if dst_st is not None and not self.opt.no_clobber and \
+                not self._same_file_ok(src, src_st, dst, dst_st,
+                                       not self.opt.dereference):
+            self.fail(f"{quote(src)} and {quote(dst)} are the same file")
             return
         created = False
         if dst_st is None:
@@ -351,9 +397,6 @@ class _Walker:
         elif not stat.S_ISDIR(dst_st.st_mode):
             self.fail(f"cannot overwrite non-directory {quote(dst)} "
                       f"with directory {quote(src)}")
-            return
-        elif (dst_st.st_dev, dst_st.st_ino) == (src_st.st_dev, src_st.st_ino):
-            self.fail(f"{quote(src)} and {quote(dst)} are the same file")
             return
         opt = self.opt
         follow = bool(opt.dereference)

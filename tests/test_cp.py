@@ -1277,3 +1277,21 @@ def test_same_file_and_symlink_destinations_like_gnu(
     same_messages(ours, gnu)
     assert snapshot(tmp / "ours") == snapshot(tmp / "gnu")
     assert (tmp / "ours" / "f").read_bytes() == b"data\n"
+
+
+@pytest.mark.parametrize("args", [
+    ["-av", "sl", "nodir/x"], ["-av", "ff", "nodir/x"], ["-rv", "ff", "nodir/x"],
+    ["-rv", "sl", "nodir/x"], ["-av", "sl", "ff", "out"], ["-rv", "sl", "out2"]])
+def test_verbose_line_comes_before_a_link_or_fifo_is_made_like_gnu(
+        tmp: Path, args: List[str]) -> None:
+    """GNU prints a symlink's or special file's -v line before making it,
+    so a failure still shows which copy it was."""
+    os.symlink("x", tmp / "sl")
+    os.mkfifo(tmp / "ff")
+    (tmp / "out").mkdir()
+    gnu = gcp(*args, cwd=tmp)
+    for name in ("out/sl", "out/ff", "out2"):
+        if os.path.lexists(tmp / name):
+            os.unlink(tmp / name)
+    ours = ucp(*args, cwd=tmp)
+    same_messages(ours, gnu)

@@ -476,6 +476,7 @@ class _Walker:
             yield from self.copy(s, d, False, st)
 
     def copy_symlink(self, src: str, dst: str, src_st: os.stat_result) -> None:
+        self.verbose(src, dst)   # GNU's line comes before the attempt
         try:
             link = os.readlink(src)
         except OSError as exc:
@@ -508,10 +509,10 @@ class _Walker:
             return
         finally:
             files.temps.discard(tmp)
-        self.verbose(src, dst)
 
     def copy_special(self, src: str, dst: str, src_st: os.stat_result,
                      exists: bool) -> None:
+        self.verbose(src, dst)   # GNU's line comes before the attempt
         try:
             if exists:
                 os.unlink(dst)
@@ -526,7 +527,6 @@ class _Walker:
             self.fail(f"cannot create {kind} {quote(dst)}: {_err(exc)}")
             return
         self._preserve_path(dst, src_st)
-        self.verbose(src, dst)
 
     def _preserve_path(self, path: str, st: os.stat_result) -> None:
         if not self.opt.preserve:

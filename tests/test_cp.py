@@ -1223,7 +1223,7 @@ def test_fast_parse_agrees_with_click(argv: List[str],
     ["-r", "src", "src/b"], ["-rv", "src", "src/b"], ["-r", "src", "src"],
     ["-rT", "src", "src"], ["-r", "src/x", "src"], ["-r", "src", "src/x/new"],
     ["-rv", "-t", "link", "src"], ["-rL", "src", "src/b"], ["-r", "src/.", "src"],
-    ["-r", "src", "other", "src/x"]])
+    ["-r", "src", "other", "src/x"], ["-r", "-t", "src", "src/x", "src/x"]])
 def test_copy_into_itself_like_gnu(tmp: Path, args: List[str]) -> None:
     """A directory copied into itself: GNU copies everything but the
     directories the copy made, naming the operands in its message, status

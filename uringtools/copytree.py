@@ -240,6 +240,17 @@ class _Walker:
         """One of several top-level operands: GNU's checks against the
         operands before it, then the copy, remembered."""
         mode = src_st.st_mode
+        if stat.S_ISDIR(mode) and self.opt.recursive \
+                and not self.opt.no_clobber:
+            # for a directory GNU looks at the destination first
+            try:
+                dst_lst: Optional[os.stat_result] = os.lstat(dst)
+            except OSError:
+                dst_lst = None
+            if dst_lst is not None and not self._same_file_ok(
+                    src, src_st, dst, dst_lst, not self.opt.dereference):
+                self.fail(f"{quote(src)} and {quote(dst)} are the same file")
+                return
         if ((self.opt.recursive or not stat.S_ISDIR(mode))
                 and self._seen_before(src, src_st)):
             return

@@ -1295,3 +1295,61 @@ def test_verbose_line_comes_before_a_link_or_fifo_is_made_like_gnu(
             os.unlink(tmp / name)
     ours = ucp(*args, cwd=tmp)
     same_messages(ours, gnu)
+
+
+def _link_groups(root: Path) -> List[Tuple[str, ...]]:
+    """The names under root grouped by inode (hard links together)."""
+    groups: Dict[int, List[str]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in filenames + [d for d in dirnames
+                                 if os.path.islink(os.path.join(dirpath, d))]:
+            p = os.path.join(dirpath, name)
+            groups.setdefault(os.lstat(p).st_ino, []).append(
+                os.path.relpath(p, root))
+    return sorted(tuple(sorted(g)) for g in groups.values())
+
+
+@pytest.mark.parametrize("args", [
+    ["-a", "src", "out"], ["-av", "src", "out"], ["-r", "src", "out"],
+    ["-aL", "src", "out"], ["-a", "src/a", "src/b", "src/s/c", "out"],
+    ["-p", "src/a", "src/b", "out"]])
+def test_archive_keeps_hard_links_like_gnu(tmp: Path, args: List[str]) -> None:
+    """-a is --preserve=links too: sources that are hard links of one
+    another (or, under -L, one file reached through symlinks) are copied
+    once and linked, across operands as well; -r and -p copy each."""
+    for base in ("gnu", "ours"):
+        src = tmp / base / "src"
+        (src / "s").mkdir(parents=True)
+        (src / "a").write_bytes(b"a" * 3000)
+        os.link(src / "a", src / "b")
+        os.link(src / "a", src / "s" / "c")
+        (src / "lone").write_bytes(b"lone")
+        os.symlink("a", src / "l")
+        os.link(src / "l", src / "l2", follow_symlinks=False)
+        os.symlink("../lone", src / "s" / "tolone")
+        (tmp / base / "out").mkdir()
+    gnu = gcp(*args, cwd=tmp / "gnu")
+    ours = ucp(*args, cwd=tmp / "ours")
+    assert ours.returncode == gnu.returncode == 0, (ours.stderr, gnu.stderr)
+    assert sorted(ours.stdout.splitlines()) == sorted(gnu.stdout.splitlines())
+    assert snapshot(tmp / "ours" / "out") == snapshot(tmp / "gnu" / "out")
+    assert _link_groups(tmp / "ours" / "out") == _link_groups(tmp / "gnu" / "out")
+    no_temps(tmp)
+
+
+@pytest.mark.parametrize("args", [
+    ["-r", "src/s", "src", "out"], ["-r", "src", "src/s", "out"],
+    ["-a", "src/s", "src", "out"], ["-a", "src", "src/s", "out"],
+    ["-rL", "src/s", "src", "out"], ["-r", "src/s", "src/s", "out"]])
+def test_directory_met_twice_like_gnu(tmp: Path, args: List[str]) -> None:
+    """A directory copied by an earlier operand (under -a: anywhere) and met
+    again: GNU's "will not create hard link" and no second copy."""
+    for base in ("gnu", "ours"):
+        (tmp / base / "src" / "s").mkdir(parents=True)
+        (tmp / base / "src" / "s" / "f").write_bytes(b"f" * 100)
+        (tmp / base / "src" / "g").write_bytes(b"g")
+        (tmp / base / "out").mkdir()
+    gnu = gcp(*args, cwd=tmp / "gnu")
+    ours = ucp(*args, cwd=tmp / "ours")
+    same_messages(ours, gnu)
+    assert snapshot(tmp / "ours") == snapshot(tmp / "gnu")

@@ -180,9 +180,10 @@ class CopyOptions:
                  sparse: str = "auto", fsync: bool = False,
                  engine: str = "uring", block_size: int = DEFAULT_BLOCK_SIZE,
                  queue_depth: int = DEFAULT_QUEUE_DEPTH,
-                 direct: bool = False) -> None:
+                 direct: bool = False, preserve_links: bool = False) -> None:
         self.recursive = recursive
         self.preserve = preserve          # -p: mode, ownership, timestamps
+        self.preserve_links = preserve_links   # -a: hard links stay links
         self.dereference = dereference    # -L True, -P False, None: GNU default
         self.no_clobber = no_clobber
         self.force = force

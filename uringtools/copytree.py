@@ -100,6 +100,14 @@ class _Walker:
         #: (device, inode) of the source directories being copied, root
         #: first: -L can lead back into one of them
         self.ancestors: Set[Tuple[int, int]] = set()
+        #: -a: (device, inode) of each source with other links -> where
+        #: its first copy goes; and the links to make once copies are in
+        #: place: (first copy, destination, source)
+        self.link_first: Dict[Tuple[int, int], str] = {}
+        #: (device, inode) of the source directories copied as operands
+        #: -> their copy
+        self.dir_copies: Dict[Tuple[int, int], str] = {}
+        self.links: List[Tuple[str, str, str]] = []
         #: the top-level source and destination being copied
         self.top = ("", "")
         #: (device, inode, path) of the first directory the operand's copy
@@ -317,6 +325,8 @@ class _Walker:
             self.fail(f"cannot overwrite directory {quote(dst)} "
                       "with non-directory")
             return
+        if self._linked(src, dst, src_st, follow):
+            return
         if stat.S_ISLNK(mode):
             self.copy_symlink(src, dst, src_st)
             return
@@ -367,6 +377,16 @@ class _Walker:
                       f"into itself, {quote(top_dst)}")
             self.into_self = True
             return
+        if top:
+            self.dir_copies.setdefault(key, dst)
+        else:
+            earlier = self.dir_copies.get(key)
+            if earlier is not None and not self.opt.dereference:
+                # an earlier operand copied it: GNU will not make a second
+                # copy of a directory
+                self.fail(f"will not create hard link {quote(dst)} to "
+                          f"directory {quote(earlier)}")
+                return
         if key in self.ancestors:
             # -L: a symlink back to a directory being copied (GNU's words)
             self.fail(f"cannot copy cyclic symbolic link {quote(src)}")
@@ -478,6 +498,8 @@ class _Walker:
         if created and S_ISREG(st.st_mode):
             # GNU's shortcut: nothing exists yet in a directory this run
             # made, so there is no destination to look at
+            if self._linked(s, d, st, follow):
+                return
             if self.on_total is not None:
                 self.on_total(st.st_size)
             if self.on_verbose is not None:
@@ -552,6 +574,35 @@ class _Walker:
         except OSError as exc:
             self.fail(f"preserving times for {quote(path)}: {_err(exc)}")
 
+    def _linked(self, src: str, dst: str, src_st: os.stat_result,
+                follow: bool) -> bool:
+        """GNU -a: whether ``src`` was met before (another hard link, or
+        the same file through symlinks under -L), so ``dst`` becomes a link
+        to its first copy (made by :meth:`make_links`). Remembers it if not."""
+        if not self.opt.preserve_links or not (src_st.st_nlink > 1 or follow):
+            return False
+        key = (src_st.st_dev, src_st.st_ino)
+        first = self.link_first.get(key)
+        if first is None:
+            self.link_first[key] = dst
+            return False
+        self.verbose(src, dst)
+        self.links.append((first, dst, src))
+        return True
+
+    def make_links(self) -> None:
+        """-a: the hard links to first copies, now that those are in place
+        (each replaces what is at its name, as GNU's does)."""
+        for first, dst, _ in self.links:
+            try:
+                if os.path.lexists(dst):
+                    os.unlink(dst)
+                os.link(first, dst, follow_symlinks=False)
+            except OSError as exc:
+                self.fail(f"cannot create hard link {quote(dst)} to "
+                          f"{quote(first)}: {_err(exc)}")
+        self.links = []
+
     def fix_dirs(self) -> None:
         """Directory modes and times, after their contents are in place."""
         for dst, st, created in self.dir_fixups:
@@ -620,6 +671,7 @@ def copy_paths(sources: Sequence[str], dest: Optional[str], *,
             files.fail(str(exc))
             return False
         engine.run(walker.operands(pairs))
+        walker.make_links()
         walker.fix_dirs()
         if options.fsync:
             files.sync_dirs()

@@ -199,7 +199,7 @@ def run_cp(operands: Sequence[str], *, archive: bool = False,
             or archive, dereference=dereference, no_clobber=no_clobber,
             force=force, verbose=verbose, sparse=sparse, fsync=fsync,
             block_size=settings.block_size, queue_depth=settings.queue_depth,
-            direct=direct)
+            direct=direct, preserve_links=archive)
 
         show = wanted(progress, lambda: operand_bytes(sources))
         bar: Optional[ProgressBar] = None

@@ -1353,3 +1353,32 @@ def test_directory_met_twice_like_gnu(tmp: Path, args: List[str]) -> None:
     ours = ucp(*args, cwd=tmp / "ours")
     same_messages(ours, gnu)
     assert snapshot(tmp / "ours") == snapshot(tmp / "gnu")
+
+
+def test_files_before_a_fifo_are_done_before_it_blocks(tmp: Path) -> None:
+    """`cp big fifo dst`: GNU has copied big when it blocks opening the FIFO
+    (no writer yet); the ring used to hold big's copy in flight meanwhile,
+    an empty temporary, until the FIFO was served."""
+    data = os.urandom(300000)
+    (tmp / "big").write_bytes(data)
+    os.mkfifo(tmp / "fifo")
+    (tmp / "dst").mkdir()
+    proc = subprocess.Popen([URING_CP, "big", "fifo", "dst"], cwd=tmp,
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if (tmp / "dst" / "big").exists():
+                break
+            time.sleep(0.01)
+        assert (tmp / "dst" / "big").read_bytes() == data
+        with open(tmp / "fifo", "wb") as w:
+            w.write(b"through the fifo\n")
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert (tmp / "dst" / "fifo").read_bytes() == b"through the fifo\n"
+    no_temps(tmp)

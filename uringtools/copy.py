@@ -954,10 +954,18 @@ class UringEngine:
             else:
                 files.finish(job)
 
+        #: a file for the plain engine, held until the files in flight are
+        #: done: a FIFO may block its reader, and GNU has finished the
+        #: files named before it by then
+        waiting: Optional[FileJob] = None
         try:
             while True:
+                if waiting is not None and not active:
+                    job, waiting = waiting, None
+                    self.sync.copy_one(job)
                 # start files while there are free slots for them
-                while (more and free and len(active) < self.nslots
+                while (more and waiting is None and free
+                       and len(active) < self.nslots
                        and 2 * len(active) + closes < fd_room):
                     try:
                         job = next(it)
@@ -966,6 +974,9 @@ class UringEngine:
                         break
                     if (job.in_place or not fdio.is_positional(job.src_st)
                             or files.options.sparse == "always"):
+                        if active:
+                            waiting = job
+                            break
                         self.sync.copy_one(job)
                         continue
                     if not files.open(job):
@@ -1009,7 +1020,7 @@ class UringEngine:
                         else:
                             keep.append(a)
                     active = keep
-                if not active and not more:
+                if not active and not more and waiting is None:
                     break
                 if ring.in_flight == 0 and ring.room == ring.entries:
                     if not active:

@@ -502,3 +502,16 @@ def test_progress_bar_on_a_tty_for_large_jobs_only(data: Path,
 
     o = _stderr_on_a_tty(["--progress", "-a", "md5", "s1"], data)  # forced
     assert o.returncode == 0 and b"hashing" in o.stderr
+
+
+def test_b2sum_check_tag_length_is_strtoumax(tmp_path: Path) -> None:
+    # BLAKE2b-N: GNU reads N with strtoumax base 0 (0400 is octal 256, 0x100
+    # hex, 0256 octal 174), after blanks and a '+'
+    (tmp_path / "a").write_bytes(b"alpha")
+    digest = hashlib.blake2b(b"alpha", digest_size=32).hexdigest()
+    lengths = ("256", "0256", "000256", "0400", "0x100", "0X100", "+256",
+               " 256", "\t256", " +0x100", "00", "0x", "08", "-256", "256x",
+               "++256", "18446744073709551872", "0x1g")
+    (tmp_path / "l.sum").write_text("".join(
+        f"BLAKE2b-{length} (a) = {digest}\n" for length in lengths))
+    same("b2sum", ["-c", "-w", "l.sum"], tmp_path, ours_args=["-a", "blake2b"])

@@ -17,7 +17,7 @@ from __future__ import annotations
 from .records import record
 TYPE_CHECKING = False  # typing costs ~13 ms of start-up: annotations only
 if TYPE_CHECKING:
-    from typing import Optional
+    from typing import Optional, Tuple
 
 _WHITE = b" \t"
 _HEX = frozenset(b"0123456789abcdefABCDEF")
@@ -122,6 +122,38 @@ def _is_hex(data: bytes) -> bool:
     return bool(data) and all(c in _HEX for c in data)
 
 
+_C_SPACE = b" \t\n\v\f\r"
+
+
+def _strtoumax(s: bytes, i: int) -> Optional[Tuple[int, int]]:
+    """GNU reads the N of ``BLAKE2b-N`` with strtoumax(..., 0): blanks, an
+    optional '+', then decimal, octal (``0400``) or hex (``0x100``).
+    Returns (value, index after the digits), or None for no number, a '-'
+    or a value beyond 2**64 - 1."""
+    n = len(s)
+    while i < n and s[i] in _C_SPACE:
+        i += 1
+    if s[i:i + 1] == b"+":
+        i += 1
+    base, digits = 10, b"0123456789"
+    if s[i:i + 1] == b"0":
+        if s[i + 1:i + 2] in (b"x", b"X") and s[i + 2:i + 3] and \
+                s[i + 2] in _HEX:
+            base, digits = 16, b"0123456789abcdefABCDEF"
+            i += 2
+        else:
+            base, digits = 8, b"01234567"
+    j = i
+    while j < n and s[j] in digits:
+        j += 1
+    if j == i:
+        return None
+    value = int(s[i:j], base)
+    if value >= 1 << 64:
+        return None
+    return value, j
+
+
 class CheckParser:
     """Parse the lines of check files for one algorithm, as GNU split_3 does.
 
@@ -182,14 +214,13 @@ class CheckParser:
             if j != i:           # "BLAKE2bp": another algorithm
                 return None
             if s[i:i + 1] == b"-":
-                digits = len(s) - i - 1 - len(s[i + 1:].lstrip(b"0123456789"))
-                if digits == 0:
+                parsed = _strtoumax(s, i + 1)
+                if parsed is None:
                     return None
-                length = int(s[i + 1:i + 1 + digits])
+                length, i = parsed
                 if not (0 < length <= self.max_bits and length % 8 == 0):
                     return None
                 bits = length
-                i += 1 + digits
             else:
                 bits = self.max_bits
         if s[i:i + 1] == b" ":

@@ -504,6 +504,44 @@ def test_progress_bar_on_a_tty_for_large_jobs_only(data: Path,
     assert o.returncode == 0 and b"hashing" in o.stderr
 
 
+@pytest.mark.parametrize("locale", ["C.UTF-8", "C"])
+def test_b2sum_length_parsed_and_quoted_as_gnu(tmp_path: Path,
+                                               locale: str) -> None:
+    # GNU reads -l with xdectoumax: blanks and '+' first, ASCII digits, no
+    # trailing bytes, nothing past 2**64 - 1; quote() in the messages
+    (tmp_path / "a").write_bytes(b"alpha")
+    env = dict(ENV, LC_ALL=locale)
+    values = ["8\n", "it's", "\u00e98", "520"]
+    if locale != "C":
+        values += ["8 ", "1_6", "\u0668", " +8", "99999999999999999999999"]
+
+    def both(args: List[str]) -> None:
+        with ThreadPoolExecutor(2) as pool:
+            gf = pool.submit(subprocess.run, ["b2sum", *args], cwd=tmp_path,
+                             env=env, capture_output=True, timeout=60)
+            o = subprocess.run([*UH, "-a", "blake2b", *args], cwd=tmp_path,
+                               env=env, capture_output=True, timeout=60)
+            g = gf.result()
+        assert o.stdout == g.stdout, args
+        assert o.stderr == g.stderr.replace(b"b2sum", b"uring-hash"), args
+        assert o.returncode == g.returncode, args
+
+    for value in values:
+        both(["-l", value, "a"])
+    if locale != "C":
+        # each -l is checked as it comes, the maximum after the last one,
+        # both before the option conflicts
+        for args in (["-l", "12", "-l", "8", "a"], ["-l", "520", "-l", "8", "a"],
+                     ["-c", "--tag", "-l", "12", "a"],
+                     ["--tag", "-t", "-l", "520", "a"]):
+            both(args)
+    if locale == "C":
+        # a fixed-length algorithm refuses -l in one line, as cksum -a sha256
+        o = ours(["-l", "256", "a"], tmp_path)
+        assert o.stderr == (b"uring-hash: --length is only supported with "
+                            b"--algorithm=blake2b or blake2s\n")
+
+
 def test_b2sum_check_tag_length_is_strtoumax(tmp_path: Path) -> None:
     # BLAKE2b-N: GNU reads N with strtoumax base 0 (0400 is octal 256, 0x100
     # hex, 0256 octal 174), after blanks and a '+'

@@ -312,3 +312,32 @@ def quotef(name: str) -> str:
             for i, (text, kind) in enumerate(units)):
         return name
     return quote(name)
+
+
+def locale_quote(text: str) -> str:
+    """GNU's ``quote`` (locale quoting style), for arguments in messages:
+    ``‘8 ’`` in a UTF-8 locale, ``'8 '`` in C; C escapes (``\\n``, ``\\\\``,
+    ``\\001``) for what does not print, and ``\\'`` for a quote in C."""
+    from .copy import _QUOTE_ESCAPES, _printable, _utf8_locale
+    import os
+    utf8 = _utf8_locale()
+    left, right = ("\u2018", "\u2019") if utf8 else ("'", "'")
+    raw = os.fsencode(text)
+    chars = (raw.decode("utf-8", "surrogateescape") if utf8
+             else raw.decode("latin-1"))
+    out = [left]
+    for c in chars:
+        if c == "\\" or c == right:
+            out.append("\\" + c)
+        elif c in _QUOTE_ESCAPES:
+            out.append(_QUOTE_ESCAPES[c])
+        elif " " <= c < "\x7f" or (utf8 and c >= "\x80"
+                                   and not "\udc80" <= c <= "\udcff"
+                                   and _printable(c)):
+            out.append(c)
+        else:
+            units = (c.encode("utf-8", "surrogateescape") if utf8
+                     else [ord(c)])
+            out.append("".join(f"\\{b:03o}" for b in units))
+    out.append(right)
+    return "".join(out)

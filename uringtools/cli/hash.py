@@ -8,13 +8,14 @@ import sys
 TYPE_CHECKING = False  # typing costs ~13 ms of start-up: annotations only
 if TYPE_CHECKING:
     from typing import (Any, Callable, Generator, List, Optional, Sequence,
-                        Tuple)
+                        Tuple, Union)
 
 from ..records import record
 from .. import fdio
-from ..checkfile import CheckLine, CheckParser, format_line, format_status, quotef
+from ..checkfile import (CheckLine, CheckParser, format_line, format_status,
+                         locale_quote, quotef)
 from ..hashing import (ALGORITHMS, DEFAULT_ALGORITHM, Algorithm, HashResult,
-                       MissingExtra, get_algorithm, hash_files, probe)
+                       get_algorithm, hash_files, probe)
 from ..stats import Stats
 from .common import (LazyCommand, Reporter, Settings, emit_stats,
                      guard_std_fds, run_main, short_flags, stats_options,
@@ -178,6 +179,37 @@ def _report_line(line: CheckLine, result: HashResult, opts: CheckOptions,
             _out(format_status(line.name, "FAILED"))
 
 
+def _check_lengths(algorithm: str, texts: Sequence[str],
+                   reporter: Reporter) -> Optional[int]:
+    """The -l options as GNU b2sum reads them, in order: each one (by
+    xdectoumax: blanks, an optional '+', ASCII digits, nothing after them,
+    at most 2**64 - 1) a multiple of 8; then the last one no longer than
+    the algorithm's digest. Exits with GNU's messages otherwise."""
+    import re
+    bits: Optional[int] = None
+    text = ""
+    for text in texts:
+        if re.fullmatch(r"[ \t\n\v\f\r]*\+?[0-9]+", text) is None:
+            reporter.fail(f"invalid length: {locale_quote(text)}")
+        bits = int(text)
+        if bits >= 1 << 64:
+            reporter.fail(f"invalid length: {locale_quote(text)}: "
+                          f"{os.strerror(errno.EOVERFLOW)}")
+        if bits % 8:
+            reporter.say(f"invalid length: {locale_quote(text)}")
+            reporter.fail("length is not a multiple of 8")
+    known = ALGORITHMS.get(algorithm.lower())
+    if bits and known is not None:
+        if not known.variable:
+            reporter.fail("--length is only supported with "
+                          "--algorithm=blake2b or blake2s")
+        if bits > known.bits:
+            reporter.say(f"invalid length: {locale_quote(text)}")
+            reporter.fail(f"maximum digest length for "
+                          f"{locale_quote(known.tag)} is {known.bits} bits")
+    return bits or None
+
+
 def _usage_error(reporter: Reporter, message: str) -> None:
     reporter.say(message)
     try:
@@ -199,7 +231,7 @@ def _build_command() -> Any:
                   type=click.Choice(list(ALGORITHMS), case_sensitive=False),
                   help="digest algorithm (xxh64, xxh3, xxh128, blake3 need "
                        "the [fast] extra)")
-    @click.option("-l", "--length", "length", default=None, metavar="BITS",
+    @click.option("-l", "--length", "length", multiple=True, metavar="BITS",
                   help="digest length in bits for blake2b/blake2s; a multiple "
                        "of 8, at most 512 (blake2b) or 256 (blake2s)")
     @click.option("-b", "--binary", "mode", flag_value="binary",
@@ -230,7 +262,7 @@ def _build_command() -> Any:
     @click.argument("files", nargs=-1)
     @engine_options
     def hash_command(files: Tuple[str, ...], algorithm: str,
-                     length: Optional[str], mode: Optional[str], check: bool,
+                     length: Tuple[str, ...], mode: Optional[str], check: bool,
                      tag: bool, zero: bool, ignore_missing: bool,
                      verbosity: Optional[str], strict: bool, direct: bool,
                      progress: Optional[bool], settings: Settings) -> None:
@@ -252,7 +284,8 @@ __getattr__ = COMMAND.module_getattr
 
 
 def run_hash(files: Sequence[str], *, algorithm: str = DEFAULT_ALGORITHM,
-             length: Optional[str] = None, mode: Optional[str] = None,
+             length: Union[None, str, Sequence[str]] = None,
+             mode: Optional[str] = None,
              check: bool = False, tag: bool = False, zero: bool = False,
              ignore_missing: bool = False, verbosity: Optional[str] = None,
              strict: bool = False, settings: Optional[Settings] = None,
@@ -263,6 +296,10 @@ def run_hash(files: Sequence[str], *, algorithm: str = DEFAULT_ALGORITHM,
     quiet, status, warn = (verbosity == "quiet", verbosity == "status",
                            verbosity == "warn")
     reporter = Reporter(PROG)
+    # as GNU: each -l is read and checked as getopt meets it, its maximum
+    # once all options are read, and only then the option conflicts
+    bits = _check_lengths(algorithm, (length,) if isinstance(length, str)
+                          else tuple(length or ()), reporter)
     if zero and check:
         _usage_error(reporter, "the --zero option is not supported when "
                                "verifying checksums")
@@ -280,23 +317,10 @@ def run_hash(files: Sequence[str], *, algorithm: str = DEFAULT_ALGORITHM,
                                    "when verifying checksums")
     if tag and mode == "text":
         _usage_error(reporter, "--tag does not support --text mode")
-    bits: Optional[int] = None
-    if length is not None:
-        try:
-            bits = int(length)
-            if bits < 0:
-                raise ValueError
-        except ValueError:
-            reporter.fail(f"invalid length: \u2018{length}\u2019")
     try:
         algo = get_algorithm(algorithm, bits or None)
-    except MissingExtra as exc:
+    except ValueError as exc:   # MissingExtra, an unknown name or length
         reporter.fail(str(exc))
-    except ValueError as exc:
-        if bits:
-            reporter.say(f"invalid length: \u2018{length}\u2019")
-        reporter.fail(str(exc).replace("'", "\u2018", 1).replace("'", "\u2019", 1)
-                      if "maximum" in str(exc) else str(exc))
     bits = bits or None
     closed = guard_std_fds()
 

@@ -553,3 +553,42 @@ def test_b2sum_check_tag_length_is_strtoumax(tmp_path: Path) -> None:
     (tmp_path / "l.sum").write_text("".join(
         f"BLAKE2b-{length} (a) = {digest}\n" for length in lengths))
     same("b2sum", ["-c", "-w", "l.sum"], tmp_path, ours_args=["-a", "blake2b"])
+
+
+def test_stdout_refused_stops_nothing(tmp_path: Path) -> None:
+    # GNU writes each line as it comes and reports a refused one only at
+    # exit: every file is still read, every message and warning printed
+    for name, body in (("a", b"alpha"), ("b", b"beta")):
+        (tmp_path / name).write_bytes(body)
+    (tmp_path / "mm.sum").write_bytes(
+        b"0" * 64 + b"  a\n" + hashlib.sha256(b"beta").hexdigest().encode()
+        + b"  gone\n" + b"junk\n" + hashlib.sha256(b"beta").hexdigest().encode()
+        + b"  b\n")
+    for args in (["a", "gone", "b", "sub"], ["-c", "mm.sum"],
+                 ["-c", "--quiet", "mm.sum", "nope.sum"]):
+        with open("/dev/full", "wb") as full:
+            o = subprocess.run([*UH, *args], cwd=tmp_path, env=ENV,
+                               stdin=subprocess.DEVNULL, stdout=full,
+                               stderr=subprocess.PIPE, timeout=60)
+            g = subprocess.run(["sha256sum", *args], cwd=tmp_path, env=ENV,
+                               stdin=subprocess.DEVNULL, stdout=full,
+                               stderr=subprocess.PIPE, timeout=60)
+        assert o.returncode == g.returncode == 1, args
+        # GNU's stdio loses the reason; we keep it (see test_faults.py)
+        assert o.stderr == g.stderr.replace(b"sha256sum:", b"uring-hash:").replace(
+            b"write error\n", b"write error: No space left on device\n"), args
+
+
+def test_closed_stdin_operand_in_its_turn(tmp_path: Path) -> None:
+    # '-' with fd 0 closed fails where it stands among the operands, so a
+    # merged stdout/stderr reads as GNU's
+    (tmp_path / "a").write_bytes(b"alpha")
+    for args in ("a -", "a - gone -", "- a"):
+        o = subprocess.run(["sh", "-c", f"{' '.join(UH)} {args} <&- 2>&1"],
+                           cwd=tmp_path, env=ENV, capture_output=True,
+                           timeout=60)
+        g = subprocess.run(["sh", "-c", f"sha256sum {args} <&- 2>&1"],
+                           cwd=tmp_path, env=ENV, capture_output=True,
+                           timeout=60)
+        assert o.stdout == g.stdout.replace(b"sha256sum:", b"uring-hash:"), args
+        assert o.returncode == g.returncode == 1

@@ -34,12 +34,15 @@ if TYPE_CHECKING:
     RunHash = Callable[[List[str], List[Optional[int]]], Results]
 
 
-class _StdoutFailed(Exception):
-    """Standard output refused our bytes (ENOSPC, EBADF after ``>&-``, EIO)."""
+class _Stdout:
+    """Standard output as GNU's stdio gives it to sha256sum: each line is
+    written as it comes, and a refused write (ENOSPC, EIO, EBADF after
+    ``>&-``) stops nothing: it is told once at exit, by :func:`_out_status`."""
 
-    def __init__(self, exc: OSError) -> None:
-        super().__init__(exc.strerror or str(exc))
-        self.reason = exc.strerror or str(exc)
+    failure: Optional[OSError] = None
+
+
+_STDOUT = _Stdout()
 
 
 def _out(data: bytes) -> None:
@@ -48,7 +51,16 @@ def _out(data: bytes) -> None:
     except BrokenPipeError:
         raise   # run_main dies of SIGPIPE, quietly
     except OSError as exc:
-        raise _StdoutFailed(exc) from None
+        _STDOUT.failure = exc
+
+
+def _out_status(reporter: Reporter) -> None:
+    """GNU's close_stdout at exit: ``write error`` if a line was refused.
+    GNU loses the reason but for EBADF (stdio drops the refused bytes, so
+    close(2) succeeds); we give it, as GNU cat does (test_faults.py)."""
+    failure = _STDOUT.failure
+    if failure is not None:
+        reporter.error(None, f"write error: {failure.strerror}")
 
 
 class CheckOptions(record("CheckOptions",  # type: ignore[misc]
@@ -296,6 +308,7 @@ def run_hash(files: Sequence[str], *, algorithm: str = DEFAULT_ALGORITHM,
     quiet, status, warn = (verbosity == "quiet", verbosity == "status",
                            verbosity == "warn")
     reporter = Reporter(PROG)
+    _STDOUT.failure = None
     # as GNU: each -l is read and checked as getopt meets it, its maximum
     # once all options are read, and only then the option conflicts
     bits = _check_lengths(algorithm, (length,) if isinstance(length, str)
@@ -325,12 +338,11 @@ def run_hash(files: Sequence[str], *, algorithm: str = DEFAULT_ALGORITHM,
     closed = guard_std_fds()
 
     def body() -> int:
-        names = list(files) or ["-"]
+        operands = names = list(files) or ["-"]
         stats = Stats(command="hash")
-        if 0 in closed and "-" in names and not check:
-            for name in names:
-                if name == "-":
-                    reporter.error("-", "Bad file descriptor")
+        # fd 0 was closed: each '-' fails in its turn, the others are hashed
+        no_stdin = 0 in closed and "-" in names and not check
+        if no_stdin:
             names = [name for name in names if name != "-"]
 
         bar: Optional[ProgressBar] = None
@@ -366,12 +378,18 @@ def run_hash(files: Sequence[str], *, algorithm: str = DEFAULT_ALGORITHM,
         on_progress = None if check else progress_for(names)
 
         def work_hash(engine: str) -> None:
+            if no_stdin and names:
+                probe(engine)   # refuse before a '-' is reported
             results = hash_files(names, algo.name, bits=bits, engine=engine,
                                  block_size=settings.block_size,
                                  queue_depth=settings.queue_depth, stats=stats,
                                  direct=direct, on_progress=on_progress)
             try:   # closing results early stops the readers
-                for result in results:
+                for operand in operands:
+                    if no_stdin and operand == "-":
+                        reporter.error("-", "Bad file descriptor")
+                        continue
+                    result = next(results)
                     if result.digest is None:
                         exc = result.error
                         reporter.error(quotef(result.name),
@@ -381,6 +399,9 @@ def run_hash(files: Sequence[str], *, algorithm: str = DEFAULT_ALGORITHM,
                     _out(format_line(os.fsencode(result.name), result.digest,
                                      tag=algo.tag_for(bits) if tag else None,
                                      binary=mode == "binary", zero=zero))
+                # run it to its end, where it joins the workers and merges
+                # their stats (close() would abandon them)
+                next(results, None)
             finally:
                 results.close()
 
@@ -403,14 +424,13 @@ def run_hash(files: Sequence[str], *, algorithm: str = DEFAULT_ALGORITHM,
         try:
             with_engine(settings, reporter, stats,
                         work_check if check else work_hash)
-        except _StdoutFailed as exc:
-            reporter.error(None, f"write error: {exc.reason}")
         finally:
             if bar is not None:
                 bar.close()
         if 0 in closed and "-" in (list(files) or ["-"]):
             # as GNU's close_stdin at exit
             reporter.error("standard input", "Bad file descriptor")
+        _out_status(reporter)
         emit_stats(settings, stats)
         return reporter.status
 

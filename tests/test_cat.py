@@ -11,6 +11,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -481,3 +482,34 @@ def test_write_error_with_fifo_input_does_not_hang(tmp_path: Path, engine: str) 
         os.close(w)
     assert proc.returncode == 1
     assert err == b"uring-cat: write error: No space left on device\n"
+
+
+# -- the command line, as GNU getopt_long reads it --------------------------
+
+@pytest.mark.parametrize("args", [
+    ["--squeeze", "f"], ["--number-n", "f", "g"], ["--show-e", "f"],
+    ["--show-n", "f"], ["--show-t", "f"], ["--show-a", "f"],
+    ["--number", "f", "--squeeze-b", "g"], ["--sq", "--", "--num", "f"],
+    ["--number-nonb", "--show-e", "-", "f"],
+])
+def test_long_option_abbreviations(tmp_path: Path, args: list) -> None:
+    """An unambiguous prefix of a long option is that option (an exact
+    name wins: --number is not ambiguous, --numbe is)."""
+    write(tmp_path / "f", b"a\n\n\n\tb\r\n")
+    write(tmp_path / "g", b"\n\nc")
+    res = assert_like_gnu(args, cwd=tmp_path, input=b"in\n")
+    assert res.returncode == (1 if "--num" in args else 0)
+
+
+@pytest.mark.parametrize("engine_opt", [None, "sync"])
+@pytest.mark.parametrize("args", [
+    ["f", "-n"], ["-n", "f", "-s", "g"], ["-s", "-", "-E"],
+    ["-n", "--", "f", "-b"], ["-b", "f", "--", "g"], ["f", "--number"],
+])
+def test_posixly_correct_options_end_at_first_operand(
+        tmp_path: Path, args: list, engine_opt: Optional[str]) -> None:
+    write(tmp_path / "f", b"a\n\n\n\tb\r\n")
+    write(tmp_path / "g", b"\n\nc")
+    from conftest import ENV
+    assert_like_gnu(args, engine=engine_opt, cwd=tmp_path, input=b"in\n",
+                    env=dict(ENV, POSIXLY_CORRECT="1"))

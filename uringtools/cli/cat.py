@@ -9,11 +9,12 @@ the Click command, built on first use.
 from __future__ import annotations
 
 import errno
+import os
 import _signal as signal  # not `signal`: its enums cost ~5 ms
 import sys
 TYPE_CHECKING = False  # typing costs ~13 ms of start-up: annotations only
 if TYPE_CHECKING:
-    from typing import Any, List, Optional, Sequence, Tuple
+    from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..cat import WriteError, cat_files
 from ..catfmt import CatFormat
@@ -72,7 +73,27 @@ def _build_command() -> Any:
 
     from .common import engine_options
 
-    @click.command(name="cat", context_settings={"help_option_names": ["--help"]})
+    class GnuCommand(click.Command):
+        """Long options as GNU getopt_long reads them: an unambiguous
+        prefix names its option (``--squeeze`` is ``--squeeze-blank``),
+        and with POSIXLY_CORRECT the first operand ends the options."""
+
+        def parse_args(self, ctx: Any, args: List[str]) -> List[str]:
+            posix = "POSIXLY_CORRECT" in os.environ
+            if posix:
+                ctx.allow_interspersed_args = False
+            longs: Dict[str, bool] = {}
+            for param in self.get_params(ctx):
+                if isinstance(param, click.Option):
+                    takes_value = not param.is_flag and not param.count
+                    for name in (*param.opts, *param.secondary_opts):
+                        if name.startswith("--"):
+                            longs[name[2:]] = takes_value
+            return super().parse_args(
+                ctx, expand_long_options(args, longs, posix))
+
+    @click.command(name="cat", cls=GnuCommand,
+                   context_settings={"help_option_names": ["--help"]})
     @click.option("-A", "--show-all", is_flag=True, help="equivalent to -vET")
     @click.option("-b", "--number-nonblank", is_flag=True,
                   help="number nonempty output lines, overrides -n")
@@ -129,6 +150,38 @@ _FLAGS = {
 }
 
 
+def expand_long_options(args: Sequence[str], longs: Dict[str, bool],
+                        posix: bool = False) -> List[str]:
+    """``args`` with each long option abbreviated as getopt_long allows
+    written out in full: ``--number-n`` is ``--number-nonblank`` when no
+    other name in ``longs`` (name -> takes a value) starts so; an exact
+    name wins. Ambiguous and unknown names are left as they are (Click
+    reports them), as is everything after ``--``, an option's separate
+    value and, with ``posix``, the first operand and what follows it."""
+    import itertools
+
+    out: List[str] = []
+    rest = iter(args)
+    for arg in rest:
+        if arg == "--" or (posix and (arg == "-" or arg[:1] != "-")):
+            out.append(arg)
+            break
+        if arg.startswith("--"):
+            name, eq, value = arg[2:].partition("=")
+            if name not in longs:
+                found = [full for full in longs if full.startswith(name)]
+                if len(found) == 1:
+                    name = found[0]
+                    arg = f"--{name}{eq}{value}"
+            out.append(arg)
+            if longs.get(name) and not eq:
+                out.extend(itertools.islice(rest, 1))  # its value, as given
+        else:
+            out.append(arg)
+    out.extend(rest)
+    return out
+
+
 def cat_format(letters: str) -> CatFormat:
     """The output transformations GNU cat's short flags ``letters`` ask for."""
     return CatFormat(**{field: True for letter in letters
@@ -139,6 +192,13 @@ def fast_parse(argv: Sequence[str]) -> Optional[Tuple[List[str], CatFormat]]:
     """Operands and format of a command line made only of operands and the
     short flags -AbeEnstTuv, as Click would parse it; None for anything
     else, which Click then parses."""
+    if "POSIXLY_CORRECT" in os.environ:
+        # getopt then stops at the first operand: a flag after one is a
+        # file name, which Click is told in GnuCommand.parse_args
+        first = next((i for i, arg in enumerate(argv)
+                      if arg == "-" or arg[:1] != "-"), len(argv))
+        if any(arg[:1] == "-" and arg != "-" for arg in argv[first:]):
+            return None
     parsed = short_flags(argv, "".join(_FLAGS))
     if parsed is None:
         return None

@@ -179,6 +179,22 @@ def test_stdin_closed_file_operand_takes_fd0(tmp_path: Path, engine: str) -> Non
     assert res.returncode == 0 and res.stdout == b"hello\n" and res.stderr == b""
 
 
+@pytest.mark.parametrize("script", [
+    "{cat} /dev/stdin a <&-", "{cat} -n a /dev/fd/0 - <&-",
+    "{cat} /proc/self/fd/0 /dev/null <&-", "{cat} a /dev/fd/2 2>&-",
+    "{cat} /dev/stderr 2>&-; echo status=$?", "{cat} /dev/stdin a < /dev/null",
+])
+def test_closed_std_fd_by_name_like_gnu(tmp_path: Path, engine: str,
+                                        script: str) -> None:
+    """/dev/stdin, /dev/fd/N, /proc/self/fd/N of a std fd closed at start
+    is a missing file, not the /dev/null that holds its place."""
+    write(tmp_path / "a", b"a\n")
+    res = sh(script.format(cat=f"uring-cat --engine {engine}"), cwd=tmp_path)
+    gnu = sh(script.format(cat="cat"), cwd=tmp_path)
+    assert (res.stdout, res.returncode) == (gnu.stdout, gnu.returncode)
+    assert res.stderr == gnu_stderr(gnu.stderr)
+
+
 # -- special inputs ---------------------------------------------------------
 
 def test_fifo(tmp_path: Path, engine: str) -> None:

@@ -15,7 +15,7 @@ import os
 import stat
 TYPE_CHECKING = False  # typing costs ~13 ms of start-up: annotations only
 if TYPE_CHECKING:
-    from typing import (Any, Callable, List, Optional, Sequence,
+    from typing import (Any, Callable, Collection, List, Optional, Sequence,
                         Tuple)
 
 from .records import record
@@ -49,13 +49,38 @@ class _Input(record("_Input", "name fd st owned direct",  # type: ignore[misc]
     __slots__ = ()
 
 
+def _leads_to_closed_fd(name: str, closed_fds: Collection[int]) -> bool:
+    """Does ``name`` lead to /proc/PID/fd/N (/dev/stdin, /dev/fd/2 ...) for
+    one of our std fds that was closed at start-up, whose place the caller
+    filled with /dev/null? Symbolic links of the last component are
+    followed as open(2) would, up to its limit."""
+    import re
+
+    own_fd_dir = re.compile(r"/proc/%d(?:/task/\d+)?/fd\Z" % os.getpid())
+    path = name
+    for _ in range(40):
+        head, tail = os.path.split(path)
+        head = os.path.realpath(head or ".")
+        if (tail.isdigit() and int(tail) in closed_fds
+                and own_fd_dir.match(head)):
+            return True
+        try:
+            path = os.path.join(head, os.readlink(os.path.join(head, tail)))
+        except OSError:
+            return False
+    return False
+
+
 def _open_input(name: str, out_st: Optional[os.stat_result],
                 direct: bool = False, stats: Optional[Stats] = None,
-                stdin_closed: bool = False) -> _Input:
+                stdin_closed: bool = False,
+                closed_fds: Collection[int] = ()) -> _Input:
     """Open an operand ('-' is stdin) and run GNU cat's checks on it.
 
     With ``direct``, a named file is opened O_DIRECT when its filesystem
     allows (tmpfs answers EINVAL: counted in stats.extra["direct_refused"]).
+    A name that leads to one of ``closed_fds`` fails with ENOENT, as it
+    did before the caller filled the fd in.
     """
     if name == "-":
         if stdin_closed:
@@ -63,6 +88,9 @@ def _open_input(name: str, out_st: Optional[os.stat_result],
         fd, owned = 0, False
         direct = False
     else:
+        if closed_fds and _leads_to_closed_fd(name, closed_fds):
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT),
+                                    name)
         flags = os.O_RDONLY | os.O_CLOEXEC
         fd = -1
         if direct:
@@ -106,7 +134,8 @@ def cat_files(names: Sequence[str], out_fd: int = 1, *, engine: str = "uring",
               fmt: Optional[CatFormat] = None, stats: Optional[Stats] = None,
               on_error: Optional[ErrorHandler] = None,
               splice: bool = True, direct: bool = False,
-              stdin_closed: bool = False) -> bool:
+              stdin_closed: bool = False,
+              closed_fds: Collection[int] = ()) -> bool:
     """Concatenate ``names`` ('-' is stdin) onto ``out_fd``, like GNU cat.
 
     Args:
@@ -128,6 +157,9 @@ def cat_files(names: Sequence[str], out_fd: int = 1, *, engine: str = "uring",
             counted in stats.extra).
         stdin_closed: the caller found fd 0 closed: each '-' operand fails
             with EBADF, in its turn, as in GNU cat.
+        closed_fds: the std fds the caller found closed and filled with
+            /dev/null: a name that leads to one of them (/dev/stdin,
+            /dev/fd/2, /proc/self/fd/0) fails with ENOENT, as in GNU cat.
 
     Returns:
         True when every operand was copied.
@@ -165,7 +197,7 @@ def cat_files(names: Sequence[str], out_fd: int = 1, *, engine: str = "uring",
         for name in names:
             try:
                 inp = _open_input(name, out_st, direct and engine == "uring",
-                                  stats, stdin_closed)
+                                  stats, stdin_closed, closed_fds)
             except _InputIsOutput:
                 report(name, "input file is output file")
                 ok = False

@@ -50,7 +50,8 @@ def run_cat(files: Sequence[str], fmt: CatFormat, settings: Settings,
                              queue_depth=settings.queue_depth, fmt=fmt,
                              stats=stats, on_error=on_error,
                              splice=splice, direct=direct,
-                             stdin_closed=0 in closed)
+                             stdin_closed=0 in closed,
+                             closed_fds=closed)
 
         try:
             with_engine(settings, reporter, stats, work)

@@ -45,5 +45,5 @@ def test_markdown_and_cold(tmp_path: Path) -> None:
 
 def test_bad_size_is_one_line(tmp_path: Path) -> None:
     res = bench("--size", "lots", tmp=tmp_path)
-    assert res.returncode == 2
+    assert res.returncode == 1
     assert b"Traceback" not in res.stderr and b"--size" in res.stderr

@@ -88,16 +88,39 @@ def test_bad_block_size(value: str) -> None:
     assert res.returncode != 0
     no_traceback(res.stderr)
     assert res.stdout == b""
-    errors = [l for l in res.stderr.splitlines() if l.startswith(b"Error")]
-    assert len(errors) == 1 and b"'--block-size'" in errors[0], res.stderr
+    lines = res.stderr.splitlines()
+    assert len(lines) == 2 and lines[0].startswith(
+        b"uring-cat: invalid value for '--block-size'"), res.stderr
+    assert lines[1] == b"Try 'uring-cat --help' for more information."
 
 
 @pytest.mark.parametrize("args", [["--queue-depth", "0"], ["--engine", "nope"],
                                   ["--no-such-option"]])
 def test_bad_options(args: list) -> None:
     res = run_cat(args + ["/dev/null"])
-    assert res.returncode == 2
+    assert res.returncode == 1   # GNU's status for a bad command line
     no_traceback(res.stderr)
+    assert res.stderr.endswith(
+        b"\nTry 'uring-cat --help' for more information.\n")
+
+
+@pytest.mark.parametrize("prog,gnu,args", [
+    ("uring-cat", "cat", ["--no-such"]), ("uring-cat", "cat", ["-y"]),
+    ("uring-cp", "cp", ["--no-such", "a", "b"]), ("uring-cp", "cp", ["-y", "a", "b"]),
+    ("uring-cp", "cp", ["a", "-t"]),
+    ("uring-cp", "cp", ["--target-directory"]),
+    ("uring-hash", "sha256sum", ["--no-such"]), ("uring-hash", "sha256sum", ["-y"]),
+    ("uring-hash", "sha256sum", ["--tag=1"]),
+    ("uring-hash", "sha256sum", ["--quiet=x", "-c"])])
+def test_bad_command_line_like_gnu(tmp_path: Path, prog: str, gnu: str,
+                                   args: list) -> None:
+    """GNU getopt's message, its "Try ... --help" line and status 1 (Click
+    printed its usage and exited 2)."""
+    ours = run([str(Path(URING_CAT).parent / prog), *args], cwd=tmp_path)
+    theirs = run([gnu, *args], cwd=tmp_path)
+    assert ours.returncode == theirs.returncode == 1
+    assert ours.stdout == theirs.stdout == b""
+    assert ours.stderr == theirs.stderr.replace(gnu.encode(), prog.encode())
 
 
 @pytest.mark.parametrize("size", ["4K", "4k", "4096", "1M", "512"])

@@ -19,6 +19,7 @@ SUBCOMMANDS: Dict[str, Tuple[str, str]] = {
 
 def main(*args: Any, **kwargs: Any) -> None:
     """Entry point of the ``uringtools`` script."""
+    from .common import click_main
     from .group import cli
 
-    cli.main(*args, **kwargs)
+    click_main(cli, kwargs.get("prog_name", "uringtools"))

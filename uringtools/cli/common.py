@@ -80,7 +80,41 @@ class LazyCommand:
 
     def main(self, prog: str) -> None:
         """Parse ``sys.argv`` with Click and run the command."""
-        self.get().main(prog_name=prog)
+        click_main(self.get(), prog)
+
+
+def click_main(command: Any, prog: str) -> None:
+    """Run a Click command (or group) on ``sys.argv``, a bad command line
+    reported as GNU's getopt does: ``prog: unrecognized option '--x'``
+    (``invalid option -- 'x'``, ``option requires an argument -- 't'``),
+    then ``Try 'prog --help' for more information.``, status 1 (Click
+    prints its usage and exits 2)."""
+    import click
+
+    try:
+        code = command.main(prog_name=prog, standalone_mode=False)
+    except click.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else prog
+        name = getattr(exc, "option_name", None) or ""
+        text = exc.format_message()
+        if isinstance(exc, click.NoSuchOption) and name.startswith("--"):
+            line = f"unrecognized option '{name}'"
+        elif isinstance(exc, click.NoSuchOption) and name:
+            line = f"invalid option -- '{name.lstrip('-')}'"
+        elif isinstance(exc, click.BadOptionUsage) and "requires an argument" in text:
+            line = (f"option '{name}' requires an argument" if name.startswith("--")
+                    else f"option requires an argument -- '{name.lstrip('-')}'")
+        elif isinstance(exc, click.BadOptionUsage) and "does not take a value" in text:
+            line = f"option '{name}' doesn't allow an argument"
+        else:
+            line = text[:1].lower() + text[1:]
+        sys.stderr.write(f"{where}: {line}\n"
+                         f"Try '{where} --help' for more information.\n")
+        sys.stderr.flush()
+        raise SystemExit(1)
+    except click.Abort:
+        raise SystemExit(1)
+    raise SystemExit(code if isinstance(code, int) else 0)
 
 
 def short_flags(argv: Sequence[str],

@@ -843,6 +843,23 @@ def test_sigint_mid_tree_of_chains_loses_nothing(tmp: Path, delay: float) -> Non
 
 # -- directories this run made: entries read, stat'ed and chained in C ----------
 
+def vanishing_after_read(*names: str) -> type:
+    """A FreshDir that removes ``names`` from its source directory right
+    after the C read saw them: their chains then fail to open them."""
+    from uringtools import copybatch
+
+    class Vanishing(copybatch.FreshDir):
+        def __init__(self, *args: Any, **kw: Any) -> None:
+            super().__init__(*args, **kw)
+            for name in names:
+                try:
+                    os.unlink(Path(self.src) / name)
+                except FileNotFoundError:
+                    pass
+
+    return Vanishing
+
+
 def make_troubled(root: Path) -> None:
     """A tree whose new directories hold every kind of entry a copy can
     trip on (unreadable files and directories for an unprivileged user)."""
@@ -983,14 +1000,7 @@ def test_file_vanishing_after_the_directory_was_read(
     for i in range(3):
         (src / f"vanish{i}").write_bytes(b"v" * 1000)
 
-    class Vanishing(copybatch.FreshDir):
-        def __init__(self, *args, **kw) -> None:
-            super().__init__(*args, **kw)
-            for i in range(3):
-                try:
-                    os.unlink(Path(self.src) / f"vanish{i}")
-                except FileNotFoundError:
-                    pass
+    Vanishing = vanishing_after_read("vanish0", "vanish1", "vanish2")
 
     monkeypatch.setattr(copybatch, "FreshDir", Vanishing)
     errors: List[str] = []
@@ -1021,13 +1031,7 @@ def test_signal_as_a_batch_is_submitted_leaves_no_empty_file(
         (src / f"keep{i}").write_bytes(os.urandom(i * 100 + 1))
     (src / "vanish").write_bytes(b"v" * 1000)
 
-    class Vanishing(copybatch.FreshDir):
-        def __init__(self, *args, **kw) -> None:
-            super().__init__(*args, **kw)
-            try:
-                os.unlink(Path(self.src) / "vanish")
-            except FileNotFoundError:
-                pass
+    Vanishing = vanishing_after_read("vanish")
 
     real_launch = copybatch.BatchCopier.launch
 
@@ -1129,13 +1133,7 @@ def test_signal_as_completions_are_reaped_loses_nothing_and_ends(
         (sub / "vanish").write_bytes(b"v" * 1000)
     (src / "big").write_bytes(os.urandom(300 << 10))
 
-    class Vanishing(copybatch.FreshDir):
-        def __init__(self, *args, **kw) -> None:
-            super().__init__(*args, **kw)
-            try:
-                os.unlink(Path(self.src) / "vanish")
-            except FileNotFoundError:
-                pass
+    Vanishing = vanishing_after_read("vanish")
 
     real_reap = ringmod._reap
     seen = {"reap": 0, "failure": 0}

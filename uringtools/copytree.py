@@ -151,6 +151,18 @@ class _Walker:
             return None
         return (st.st_dev, st.st_ino, tail)
 
+    def _refused_as_same(self, src: str, src_sb: os.stat_result, dst: str,
+                         dst_sb: Optional[os.stat_result],
+                         deref_never: bool) -> bool:
+        """GNU's check before copying onto an existing ``dst`` (skipped
+        under -n): True, with its message, when ``src`` and ``dst`` are the
+        same file."""
+        if dst_sb is None or self.opt.no_clobber or \
+                self._same_file_ok(src, src_sb, dst, dst_sb, deref_never):
+            return False
+        self.fail(f"{quote(src)} and {quote(dst)} are the same file")
+        return True
+
     def _same_file_ok(self, src: str, src_sb: os.stat_result, dst: str,
                       dst_sb: os.stat_result, deref_never: bool) -> bool:
         """GNU's same_file_ok for cp's options here (no backups, links or
@@ -248,16 +260,14 @@ class _Walker:
         """One of several top-level operands: GNU's checks against the
         operands before it, then the copy, remembered."""
         mode = src_st.st_mode
-        if stat.S_ISDIR(mode) and self.opt.recursive \
-                and not self.opt.no_clobber:
+        if stat.S_ISDIR(mode) and self.opt.recursive:
             # for a directory GNU looks at the destination first
             try:
                 dst_lst: Optional[os.stat_result] = os.lstat(dst)
             except OSError:
                 dst_lst = None
-            if dst_lst is not None and not self._same_file_ok(
-                    src, src_st, dst, dst_lst, not self.opt.dereference):
-                self.fail(f"{quote(src)} and {quote(dst)} are the same file")
+            if self._refused_as_same(src, src_st, dst, dst_lst,
+                                     not self.opt.dereference):
                 return
         if ((self.opt.recursive or not stat.S_ISDIR(mode))
                 and self._seen_before(src, src_st)):
@@ -315,9 +325,7 @@ class _Walker:
         use_lstat = stat.S_ISLNK(mode) or (
             opt.recursive and not stat.S_ISREG(mode))
         dst_sb = dst_lst if use_lstat else dst_st
-        if dst_sb is not None and not opt.no_clobber and \
-                not self._same_file_ok(src, src_st, dst, dst_sb, not follow):
-            self.fail(f"{quote(src)} and {quote(dst)} are the same file")
+        if self._refused_as_same(src, src_st, dst, dst_sb, not follow):
             return
         if dst_lst is not None and opt.no_clobber:
             return
@@ -408,10 +416,8 @@ class _Walker:
         except OSError as exc:
             self.fail(f"cannot stat {quote(dst)}: {_err(exc)}")
             return
-        if dst_st is not None and not self.opt.no_clobber and \
-                not self._same_file_ok(src, src_st, dst, dst_st,
-                                       not self.opt.dereference):
-            self.fail(f"{quote(src)} and {quote(dst)} are the same file")
+        if self._refused_as_same(src, src_st, dst, dst_st,
+                                 not self.opt.dereference):
             return
         created = False
         if dst_st is None:

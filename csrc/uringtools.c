@@ -4,6 +4,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/syscall.h>
+#include <sys/vfs.h>
 #include <liburing.h>
 
 struct ut_sqe {
@@ -24,6 +25,15 @@ struct ut_sqe {
 static int ut_ring_fd(struct io_uring *ring) { return ring->ring_fd; }
 static unsigned ut_ring_flags(struct io_uring *ring) { return ring->flags; }
 static unsigned ut_sq_space(struct io_uring *ring) { return io_uring_sq_space_left(ring); }
+
+/* The filesystem type (statfs f_type, e.g. TMPFS_MAGIC) holding path. */
+static long long ut_fs_type(const char *path)
+{
+    struct statfs s;
+    if (statfs(path, &s) < 0)
+        return -errno;
+    return (long long)s.f_type;
+}
 
 /* Queue n SQEs described by `sqes`; count each opcode in op_counts.
  * Returns how many were queued (fewer than n when the SQ ring is full). */

@@ -84,6 +84,7 @@ int ut_queue(struct io_uring *ring, const struct ut_sqe *sqes, unsigned n,
 int ut_enter(struct io_uring *ring, unsigned wait_nr, unsigned *submitted);
 int ut_reap(struct io_uring *ring, unsigned max, uint64_t *user_data,
             int32_t *res, int64_t *in_flight);
+long long ut_fs_type(const char *path);
 
 /* A directory read in one call (ut_dir_read), entries in inode order. */
 struct ut_dirent {

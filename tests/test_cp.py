@@ -1084,7 +1084,7 @@ def test_large_files_under_a_tiny_nofile_limit(tmp: Path, nofile: str) -> None:
         sub.mkdir(parents=True)
         (sub / "big").write_bytes(os.urandom((2 << 20) + i))
         (sub / "small").write_bytes(os.urandom(100 + i))
-    res = run([URING_CP, "-r", "d", "ours"], tmp,
+    res = run([URING_CP, "-r", "--splice", "d", "ours"], tmp,
               prefix=["prlimit", f"--nofile={nofile}"])
     assert res.returncode == 0, res.stderr
     assert b"Traceback" not in res.stderr
@@ -1098,7 +1098,7 @@ def test_big_file_splices_with_two_io_wq_workers(tmp: Path) -> None:
     limit is reported in --stats and the copy is exact."""
     data = os.urandom((3 << 20) + 123)
     (tmp / "big").write_bytes(data)
-    res = ucp("--stats-format", "json", "big", "out", cwd=tmp)
+    res = ucp("--stats-format", "json", "--splice", "big", "out", cwd=tmp)
     assert res.returncode == 0, res.stderr
     stats = json_stats(res)
     assert stats["extra"]["files_spliced"] == 1

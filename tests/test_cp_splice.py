@@ -1,5 +1,6 @@
 """uring-cp's splice path: files of 1 MiB and more go file -> private pipe
--> temporary as linked splice pairs on the ring."""
+-> temporary as linked splice pairs on the ring (by default when the source
+is on tmpfs; --splice here, so the path is tested wherever the tests run)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,8 +16,11 @@ import pytest
 URING_CP = str(Path(sys.executable).parent / "uring-cp")
 
 
-def ucp(*args: str, cwd: Path, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([URING_CP, "--stats-format", "json", *args], cwd=cwd,
+def ucp(*args: str, cwd: Path, env=None,
+        splice: str = "--splice") -> subprocess.CompletedProcess:
+    flags = [splice] if splice else []
+    return subprocess.run([URING_CP, "--stats-format", "json", *flags, *args],
+                          cwd=cwd,
                           capture_output=True, timeout=120,
                           env=dict(os.environ, **(env or {})))
 
@@ -94,3 +99,56 @@ def test_spliced_copy_survives_transient_faults(tmp_path: Path, spec: str,
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "dst").read_bytes() == data
     assert stats_of(res)["extra"]["faults_injected"] >= 1
+
+
+TMPFS_MAGIC = 0x01021994
+
+
+def fs_type(path: Path) -> int:
+    from uringtools._uring import lib
+    return lib.ut_fs_type(os.fsencode(path))
+
+
+def test_no_splice_copies_big_files_through_the_arena(tmp_path: Path) -> None:
+    data = os.urandom((5 << 20) - 3)
+    (tmp_path / "src").write_bytes(data)
+    res = ucp("src", "dst", cwd=tmp_path, splice="--no-splice")
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "dst").read_bytes() == data
+    stats = stats_of(res)
+    assert "files_spliced" not in stats["extra"] and "splice" not in stats["ops"]
+    assert stats["ops"]["read_fixed"] == stats["ops"]["write_fixed"] == 40
+    assert stats["bytes_read"] == stats["bytes_written"] == len(data)
+
+
+def _locations(tmp_path: Path) -> list:
+    places = [tmp_path]
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        places.append(shm)
+    return places
+
+
+def test_splice_by_default_only_from_tmpfs(tmp_path: Path) -> None:
+    """Without --splice/--no-splice a big file is spliced when its source
+    is on tmpfs and goes through the arena otherwise (what measured faster
+    on each, bench/README.md); the destination does not decide."""
+    data = os.urandom((2 << 20) + 5)
+    out = tmp_path / "out"
+    out.mkdir()
+    seen = set()
+    for where in _locations(tmp_path):
+        src = Path(tempfile.mkdtemp(dir=where)) / "src"
+        try:
+            src.write_bytes(data)
+            res = ucp(str(src), "dst", cwd=out, splice="")
+            assert res.returncode == 0, res.stderr
+            assert (out / "dst").read_bytes() == data
+            spliced = stats_of(res)["extra"].get("files_spliced", 0)
+            on_tmpfs = fs_type(src) == TMPFS_MAGIC
+            assert spliced == (1 if on_tmpfs else 0), where
+            seen.add(on_tmpfs)
+        finally:
+            src.unlink()
+            src.parent.rmdir()
+    assert seen, "no location to try"

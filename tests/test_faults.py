@@ -302,8 +302,8 @@ def test_cp_tree_fault_fails_one_file_only(tmp_path: Path) -> None:
         (tree / f"f{i}").write_bytes(data_of(i * 1000, seed=i))
     (tree / "big").write_bytes(data_of(3 << 20, seed=99))
     out = tmp_path / "out"
-    res = run([URING_CP, "-r", "--stats-format", "json", str(tree), str(out)],
-              env=fault_env("write:eio:@5,splice:eio:@4"))
+    res = run([URING_CP, "-r", "--splice", "--stats-format", "json", str(tree),
+               str(out)], env=fault_env("write:eio:@5,splice:eio:@4"))
     no_traceback(res.stderr)
     # one per ring: small files' chains (a failed chain is copied again by
     # the chunk path), and "big"'s splice pairs (the 4th splice is the

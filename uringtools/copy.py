@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 from . import fdio
 from .errors import WriteError
+from ._uring import lib as _lib
 from .ring import (OP_CLOSE, OP_READ, OP_READ_FIXED, OP_WRITE,
                    OP_WRITE_FIXED, SQE_IO_LINK, Arena, FileRef, Ring)
 from .splicing import VIA_PIPE, SpliceCopier
@@ -50,6 +51,9 @@ REGISTER_MIN_SIZE = 1 << 20
 SPLICE_MIN = 1 << 20
 #: io-wq workers for a big file's splice pairs (see _splicer_ready)
 SPLICE_WORKERS = 2
+#: statfs f_type of tmpfs, the one source filesystem where splice pairs
+#: beat the arena (see _splice_pays)
+TMPFS_MAGIC = 0x01021994
 
 
 #: ASCII that GNU's quoting leaves bare and that still lets a name holding a
@@ -180,7 +184,8 @@ class CopyOptions:
                  sparse: str = "auto", fsync: bool = False,
                  engine: str = "uring", block_size: int = DEFAULT_BLOCK_SIZE,
                  queue_depth: int = DEFAULT_QUEUE_DEPTH,
-                 direct: bool = False, preserve_links: bool = False) -> None:
+                 direct: bool = False, preserve_links: bool = False,
+                 splice: Optional[bool] = None) -> None:
         self.recursive = recursive
         self.preserve = preserve          # -p: mode, ownership, timestamps
         self.preserve_links = preserve_links   # -a: hard links stay links
@@ -194,6 +199,7 @@ class CopyOptions:
         self.block_size = block_size
         self.queue_depth = queue_depth
         self.direct = direct              # O_DIRECT reads of the sources
+        self.splice = splice              # big files by splice pairs; None: auto
 
     def __repr__(self) -> str:
         return f"CopyOptions({self.__dict__!r})"
@@ -714,6 +720,7 @@ class UringEngine:
         self.sync = SyncEngine(files, block_size)
         self.chains: Optional[BatchCopier] = None  # made by run()
         self.splicer: Optional[SpliceCopier] = None  # made for large files
+        self.splice_pays: Dict[int, bool] = {}  # by the source's st_dev
         self.stats.extra["arena"] = f"{nslots} x {block_size}"
 
     def close(self) -> None:
@@ -786,13 +793,31 @@ class UringEngine:
             raise
 
     def _spliceable(self, job: FileJob) -> bool:
-        """Large regular files go file -> pipe -> file with splice pairs:
-        the kernel copies page cache to page cache once, as GNU cp's
-        copy_file_range does, instead of twice through our arena."""
+        """Large regular files go file -> pipe -> file with splice pairs
+        (the kernel copies page cache to page cache once, as GNU cp's
+        copy_file_range does) where that pays (see _splice_pays); the
+        others go through the arena."""
         options = self.files.options
-        return (not options.direct and options.sparse != "always"
+        return (options.splice is not False and not options.direct
+                and options.sparse != "always"
                 and not job.in_place and job.src_st.st_size >= SPLICE_MIN
-                and fdio.is_positional(job.src_st) and self._splicer_ready())
+                and fdio.is_positional(job.src_st)
+                and (options.splice or self._splice_pays(job))
+                and self._splicer_ready())
+
+    def _splice_pays(self, job: FileJob) -> bool:
+        """Whether splice pairs beat the arena for this source: only on
+        tmpfs, measured (bench/README.md). Splicing out of tmpfs hands over
+        its pages with no copy, while read(2) from it is slow per byte; from
+        ext4, whose page cache reads are fast, the arena's inline reads and
+        io-wq writes overlap better than two io-wq workers splicing (1 GiB:
+        0.84-1.01x GNU cp's wall against 0.97-1.14x)."""
+        dev = job.src_st.st_dev
+        pays = self.splice_pays.get(dev)
+        if pays is None:
+            kind = _lib.ut_fs_type(os.fsencode(job.src))
+            pays = self.splice_pays[dev] = kind == TMPFS_MAGIC
+        return pays
 
     def _splicer_ready(self) -> bool:
         """Make the splicer (its private pipe) on first use; False while

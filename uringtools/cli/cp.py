@@ -121,6 +121,11 @@ def _build_command() -> Any:
                   help="read sources with O_DIRECT into the aligned buffers "
                        "(no page cache); unaligned tails and filesystems that "
                        "refuse it fall back to cached reads")
+    @click.option("--splice/--no-splice", default=None,
+                  help="copy files of 1 MiB and more with splice pairs "
+                       "(file -> pipe -> file) rather than through the "
+                       "registered buffers  [default: when the source is on "
+                       "tmpfs, where splicing measures faster]")
     @progress_option
     @click.argument("operands", nargs=-1)
     @engine_options
@@ -129,7 +134,8 @@ def _build_command() -> Any:
                    preserve_long: bool, recursive: bool, sparse: str,
                    target_directory: Optional[str], no_target_directory: bool,
                    verbose: bool, fsync: bool, direct: bool,
-                   progress: Optional[bool], settings: Settings) -> None:
+                   splice: Optional[bool], progress: Optional[bool],
+                   settings: Settings) -> None:
         """Copy SOURCE to DEST, or multiple SOURCE(s) to DIRECTORY, through
         io_uring. Each file is written to a temporary beside its destination and
         renamed into place only when complete.
@@ -147,7 +153,7 @@ def _build_command() -> Any:
                       sparse=sparse, target_directory=target_directory,
                       no_target_directory=no_target_directory, verbose=verbose,
                       fsync=fsync, progress=progress, settings=settings,
-                      direct=direct)
+                      direct=direct, splice=splice)
 
     return cp_command
 
@@ -163,7 +169,8 @@ def run_cp(operands: Sequence[str], *, archive: bool = False,
            sparse: str = "auto", target_directory: Optional[str] = None,
            no_target_directory: bool = False, verbose: bool = False,
            fsync: bool = False, progress: Optional[bool] = None,
-           settings: Optional[Settings] = None, direct: bool = False) -> None:
+           settings: Optional[Settings] = None, direct: bool = False,
+           splice: Optional[bool] = None) -> None:
     """Run uring-cp with parsed options; exits with GNU's status."""
     settings = settings if settings is not None else Settings()
     reporter = Reporter(PROG)
@@ -199,7 +206,7 @@ def run_cp(operands: Sequence[str], *, archive: bool = False,
             or archive, dereference=dereference, no_clobber=no_clobber,
             force=force, verbose=verbose, sparse=sparse, fsync=fsync,
             block_size=settings.block_size, queue_depth=settings.queue_depth,
-            direct=direct, preserve_links=archive)
+            direct=direct, preserve_links=archive, splice=splice)
 
         show = wanted(progress, lambda: operand_bytes(sources))
         bar: Optional[ProgressBar] = None

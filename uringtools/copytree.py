@@ -9,11 +9,24 @@ import stat
 from stat import S_ISREG
 TYPE_CHECKING = False  # typing costs ~13 ms of start-up: annotations only
 if TYPE_CHECKING:
-    from typing import (Callable, Dict, Iterator, List, Optional, Sequence,
-                        Set, Tuple)
+    from typing import (Callable, Dict, Iterable, Iterator, List, Optional,
+                        Sequence, Set, Tuple)
 
 from .copy import CopyOptions, FileCopier, FileJob, UMASK, make_engine, quote
 from .stats import Stats
+
+
+
+class _Link:
+    """-a: a name to become a hard link to the first copy of its source
+    (``key``: the source's device and inode)."""
+
+    __slots__ = ("first", "dst", "src", "src_st", "follow", "key")
+
+    def __init__(self, first: str, dst: str, src: str, src_st: os.stat_result,
+                 follow: bool, key: Tuple[int, int]) -> None:
+        self.first, self.dst, self.src = first, dst, src
+        self.src_st, self.follow, self.key = src_st, follow, key
 
 if TYPE_CHECKING:
     from typing import Union
@@ -101,13 +114,14 @@ class _Walker:
         #: first: -L can lead back into one of them
         self.ancestors: Set[Tuple[int, int]] = set()
         #: -a: (device, inode) of each source with other links -> where
-        #: its first copy goes; and the links to make once copies are in
-        #: place: (first copy, destination, source)
-        self.link_first: Dict[Tuple[int, int], str] = {}
+        #: its first copy goes and what was there before (see _first_made);
+        #: and the links to make once copies are in place
+        self.link_first: Dict[Tuple[int, int],
+                              Tuple[str, Optional[Tuple[int, int]]]] = {}
         #: (device, inode) of the source directories copied as operands
         #: -> their copy
         self.dir_copies: Dict[Tuple[int, int], str] = {}
-        self.links: List[Tuple[str, str, str]] = []
+        self.links: List[_Link] = []
         #: the top-level source and destination being copied
         self.top = ("", "")
         #: (device, inode, path) of the first directory the operand's copy
@@ -333,7 +347,7 @@ class _Walker:
             self.fail(f"cannot overwrite directory {quote(dst)} "
                       "with non-directory")
             return
-        if self._linked(src, dst, src_st, follow):
+        if self._linked(src, dst, src_st, follow, dst_st):
             return
         if stat.S_ISLNK(mode):
             self.copy_symlink(src, dst, src_st)
@@ -504,7 +518,7 @@ class _Walker:
         if created and S_ISREG(st.st_mode):
             # GNU's shortcut: nothing exists yet in a directory this run
             # made, so there is no destination to look at
-            if self._linked(s, d, st, follow):
+            if self._linked(s, d, st, follow, None):
                 return
             if self.on_total is not None:
                 self.on_total(st.st_size)
@@ -581,33 +595,77 @@ class _Walker:
             self.fail(f"preserving times for {quote(path)}: {_err(exc)}")
 
     def _linked(self, src: str, dst: str, src_st: os.stat_result,
-                follow: bool) -> bool:
+                follow: bool, dst_st: Optional[os.stat_result]) -> bool:
         """GNU -a: whether ``src`` was met before (another hard link, or
         the same file through symlinks under -L), so ``dst`` becomes a link
-        to its first copy (made by :meth:`make_links`). Remembers it if not."""
+        to its first copy (made by :meth:`make_links`). Remembers it if not,
+        with what ``dst_st`` (the file the copy replaces) was."""
         if not self.opt.preserve_links or not (src_st.st_nlink > 1 or follow):
             return False
         key = (src_st.st_dev, src_st.st_ino)
         first = self.link_first.get(key)
         if first is None:
-            self.link_first[key] = dst
+            before = None if dst_st is None else (dst_st.st_dev, dst_st.st_ino)
+            self.link_first[key] = (dst, before)
             return False
         self.verbose(src, dst)
-        self.links.append((first, dst, src))
+        self.links.append(_Link(first[0], dst, src, src_st, follow, key))
         return True
 
-    def make_links(self) -> None:
-        """-a: the hard links to first copies, now that those are in place
-        (each replaces what is at its name, as GNU's does)."""
-        for first, dst, _ in self.links:
+    def _first_made(self, key: Tuple[int, int]) -> bool:
+        """Whether the first copy of a linked source is in place: a copy
+        never writes a file in place, so a name still missing, or still
+        naming the file it had before, means that copy failed."""
+        first, before = self.link_first[key]
+        try:
             try:
-                if os.path.lexists(dst):
-                    os.unlink(dst)
-                os.link(first, dst, follow_symlinks=False)
-            except OSError as exc:
-                self.fail(f"cannot create hard link {quote(dst)} to "
-                          f"{quote(first)}: {_err(exc)}")
-        self.links = []
+                st = os.stat(first)
+            except OSError:
+                st = os.lstat(first)     # a copied symlink, dangling
+        except OSError:
+            return False
+        return before is None or (st.st_dev, st.st_ino) != before
+
+    def make_links(self, run: Callable[[Iterable[Job]], None]) -> None:
+        """-a: the hard links to first copies, now that those are in place
+        (each replaces what is at its name, as GNU's does). A first copy
+        that failed is forgotten, as GNU forgets it: the next name of that
+        file is copied (through ``run``, the engine) and the later names
+        link to that copy."""
+        while self.links:
+            links, self.links = self.links, []
+            made: Dict[Tuple[int, int], bool] = {}
+            orphans: List[_Link] = []
+            for link in links:
+                ok = made.get(link.key)
+                if ok is None:
+                    ok = made[link.key] = self._first_made(link.key)
+                if not ok:
+                    orphans.append(link)
+                    continue
+                try:
+                    if os.path.lexists(link.dst):
+                        os.unlink(link.dst)
+                    os.link(link.first, link.dst, follow_symlinks=False)
+                except OSError as exc:
+                    self.fail(f"cannot create hard link {quote(link.dst)} to "
+                              f"{quote(link.first)}: {_err(exc)}")
+            for key in made:
+                if not made[key]:
+                    del self.link_first[key]   # the next name is the first
+            if orphans:
+                run(self._recopy(orphans))
+
+    def _recopy(self, orphans: List["_Link"]) -> Iterator[Job]:
+        """Copy each name whose first copy failed, as a file of its own
+        (its -v line was printed as a link already)."""
+        on_verbose, self.on_verbose = self.on_verbose, None
+        try:
+            for link in orphans:
+                yield from self._entry_copy(link.src, link.dst, False,
+                                            link.src_st, link.follow)
+        finally:
+            self.on_verbose = on_verbose
 
     def fix_dirs(self) -> None:
         """Directory modes and times, after their contents are in place."""
@@ -677,7 +735,7 @@ def copy_paths(sources: Sequence[str], dest: Optional[str], *,
             files.fail(str(exc))
             return False
         engine.run(walker.operands(pairs))
-        walker.make_links()
+        walker.make_links(engine.run)
         walker.fix_dirs()
         if options.fsync:
             files.sync_dirs()

@@ -1422,3 +1422,28 @@ def test_archive_link_to_a_failed_first_copy_like_gnu(tmp: Path, case: str) -> N
     assert snapshot(tmp / "ours" / "out") == snapshot(tmp / "gnu" / "out")
     assert _link_groups(tmp / "ours" / "out") == _link_groups(tmp / "gnu" / "out")
     no_temps(tmp)
+
+
+@pytest.mark.parametrize("args", [
+    ["-r", "src", "src", "locked"], ["-rn", "src", "src/", "locked"],
+    ["-r", "src", "src", "open"], ["-r", "src", "src", "src/sub"]])
+def test_directory_operand_twice_after_a_failure_like_gnu(tmp: Path,
+                                                         args: List[str]) -> None:
+    """A directory operand given twice: GNU warns 'specified more than once'
+    only if the first copy made the directory; one it could not make is
+    forgotten and tried (and refused) again. We warned in both cases."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch to nobody")
+    tmp.chmod(0o755)
+    for base in ("gnu", "ours"):
+        root = tmp / base
+        (root / "src" / "sub").mkdir(parents=True)
+        (root / "src" / "f").write_bytes(b"f")
+        (root / "locked").mkdir()           # root's: nobody cannot write
+        (root / "open").mkdir()
+        for p in (root, root / "open", root / "src", root / "src" / "sub"):
+            p.chmod(0o777)
+    gnu = gcp(*args, cwd=tmp / "gnu", prefix=NOBODY)
+    ours = ucp(*args, cwd=tmp / "ours", prefix=NOBODY)
+    same_messages(ours, gnu)
+    assert snapshot(tmp / "ours") == snapshot(tmp / "gnu")

@@ -231,6 +231,11 @@ class _Walker:
         self.src_seen.add(key)
         return False
 
+    def _forget(self, src: str, src_st: os.stat_result) -> None:
+        entry = self._entry(src)
+        if entry is not None:
+            self.src_seen.discard(entry + (src_st.st_dev, src_st.st_ino))
+
     def _just_created(self, src: str, dst: str,
                       src_st: os.stat_result) -> Optional[str]:
         """What GNU does when a top-level copy lands on a name an earlier
@@ -299,6 +304,10 @@ class _Walker:
         if stat.S_ISDIR(mode):
             if os.path.isdir(dst) and not os.path.islink(dst):
                 self._made(dst, "dir")
+            else:
+                # GNU forgets a directory it could not make: named again,
+                # it is tried again (and fails again), with no warning
+                self._forget(src, src_st)
         elif made == "job":
             # recorded even if the job fails later (it may be in flight):
             # GNU, which knows, would copy the next operand there

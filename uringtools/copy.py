@@ -806,12 +806,12 @@ class UringEngine:
                 and self._splicer_ready())
 
     def _splice_pays(self, job: FileJob) -> bool:
-        """Whether splice pairs beat the arena for this source: only on
-        tmpfs, measured (bench/README.md). Splicing out of tmpfs hands over
-        its pages with no copy, while read(2) from it is slow per byte; from
-        ext4, whose page cache reads are fast, the arena's inline reads and
-        io-wq writes overlap better than two io-wq workers splicing (1 GiB:
-        0.84-1.01x GNU cp's wall against 0.97-1.14x)."""
+        """Whether splice pairs beat the arena for this source, as measured
+        (bench/README.md): only from tmpfs. From ext4 the arena wins: its
+        page-cache reads complete inline in this thread while an io-wq
+        worker writes the block before, where two splicing workers take
+        turns on the destination's inode lock (1 GiB: 0.76-1.02x GNU cp's
+        wall against 1.00-1.43x)."""
         dev = job.src_st.st_dev
         pays = self.splice_pays.get(dev)
         if pays is None:

@@ -47,3 +47,25 @@ def test_bad_size_is_one_line(tmp_path: Path) -> None:
     res = bench("--size", "lots", tmp=tmp_path)
     assert res.returncode == 1
     assert b"Traceback" not in res.stderr and b"--size" in res.stderr
+
+
+def test_big_copies_are_dropped_after_each_run_trees_kept(tmp_path: Path) -> None:
+    """A copy of the big file is removed right after its run (its dirty
+    pages would throttle the next runs with write-back); copied trees stay
+    until the end (creating files where many were just deleted is slow on
+    ext4), then everything goes."""
+    from uringtools import benchmark as bm
+
+    workloads, cleanup, _ = bm.build_workloads(str(tmp_path), 2 << 20, 20,
+                                               ["cp-big", "cp-tree"])
+    try:
+        assert [w.name for w in workloads] == ["cp-big", "cp-tree"]
+        for workload in workloads:
+            bm.run_workload(workload, 1)
+            assert all(len(c.runs) == 1 for c in workload.commands)
+        left = sorted(p.is_dir() for p in (tmp_path / "dst").iterdir())
+        # 3 contenders x (warm-up + 1 run), trees only
+        assert left == [True] * 6
+    finally:
+        cleanup()
+    assert not (tmp_path / "dst").exists()

@@ -1447,3 +1447,38 @@ def test_directory_operand_twice_after_a_failure_like_gnu(tmp: Path,
     ours = ucp(*args, cwd=tmp / "ours", prefix=NOBODY)
     same_messages(ours, gnu)
     assert snapshot(tmp / "ours") == snapshot(tmp / "gnu")
+
+
+@pytest.mark.parametrize("args", [
+    ["secret", "dangling"], ["-v", "secret", "dangling"], ["-v", "ok", "dangling"],
+    ["-n", "ok", "dangling"], ["-rn", "ok", "dangling"], ["-Pn", "ok", "dangling"],
+    ["-n", "ok", "tofile"], ["secret", "ro"], ["-v", "secret", "ro"],
+    ["-v", "ok", "ro"], ["-f", "secret", "ro"]])
+def test_source_is_opened_before_the_destination_is_refused_like_gnu(
+        tmp: Path, args: List[str]) -> None:
+    """GNU opens the source before it looks at what it would write: an
+    unreadable source is 'cannot open ... for reading' even where the
+    destination is a dangling symlink or a file it may not write; -v
+    prints its line first; -n does not skip a dangling symlink when the
+    source is a regular file (GNU stats the destination through it)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch to nobody")
+    tmp.chmod(0o755)
+    for base in ("gnu", "ours"):
+        root = tmp / base
+        root.mkdir()
+        root.chmod(0o777)
+        (root / "ok").write_text("ok\n")
+        (root / "secret").write_text("s\n")
+        (root / "secret").chmod(0o000)
+        (root / "ro").write_text("old\n")
+        os.chown(root / "ro", 65534, 65534)
+        (root / "ro").chmod(0o444)
+        os.symlink("nowhere", root / "dangling")
+        (root / "target").write_text("target\n")
+        os.symlink("target", root / "tofile")
+    gnu = gcp(*args, cwd=tmp / "gnu", prefix=NOBODY)
+    ours = ucp(*args, cwd=tmp / "ours", prefix=NOBODY)
+    same_messages(ours, gnu)
+    assert snapshot(tmp / "ours") == snapshot(tmp / "gnu")
+    no_temps(tmp)

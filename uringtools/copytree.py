@@ -231,6 +231,18 @@ class _Walker:
         self.src_seen.add(key)
         return False
 
+    def _source_refused(self, src: str, mode: int) -> bool:
+        """Before refusing a destination, GNU has opened the source: a
+        regular file that cannot be read is reported as such (True) instead."""
+        if not stat.S_ISREG(mode):
+            return False
+        try:
+            os.close(os.open(src, os.O_RDONLY | os.O_CLOEXEC))
+        except OSError as exc:
+            self.fail(f"cannot open {quote(src)} for reading: {_err(exc)}")
+            return True
+        return False
+
     def _forget(self, src: str, src_st: os.stat_result) -> None:
         entry = self._entry(src)
         if entry is not None:
@@ -350,7 +362,10 @@ class _Walker:
         dst_sb = dst_lst if use_lstat else dst_st
         if self._refused_as_same(src, src_st, dst, dst_sb, not follow):
             return
-        if dst_lst is not None and opt.no_clobber:
+        # -n: the destination exists as GNU stats it (through a symlink when
+        # the source is a regular file): a dangling symlink is no
+        # destination then, and gets the refusal below
+        if opt.no_clobber and dst_sb is not None:
             return
         if dst_sb is not None and stat.S_ISDIR(dst_sb.st_mode):
             self.fail(f"cannot overwrite directory {quote(dst)} "
@@ -365,8 +380,10 @@ class _Walker:
             if dst_st is None:
                 # GNU 9.1 refuses with -f too (only --remove-destination
                 # would replace the link itself)
-                self.fail("not writing through dangling symlink "
-                          f"{quote(dst)}")
+                self.verbose(src, dst)    # GNU's line comes first
+                if not self._source_refused(src, mode):
+                    self.fail("not writing through dangling symlink "
+                              f"{quote(dst)}")
                 return
             else:
                 target = os.path.realpath(dst)
@@ -381,8 +398,10 @@ class _Walker:
             if not stat.S_ISREG(old.st_mode):
                 in_place = True
             elif not opt.force and not os.access(target, os.W_OK):
-                self.fail(f"cannot create regular file {quote(dst)}: "
-                          "Permission denied")
+                self.verbose(src, dst)    # GNU's line comes first
+                if not self._source_refused(src, mode):
+                    self.fail(f"cannot create regular file {quote(dst)}: "
+                              "Permission denied")
                 return
             elif opt.force and not os.access(target, os.W_OK):
                 old = None   # GNU unlinks it and makes a new one

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import pytest
 
@@ -1221,6 +1221,13 @@ def test_fast_parse_agrees_with_click(argv: List[str],
             assert not value or key in ("sparse",), (key, value)
 
 
+def _inode_orders(root: Path, dirs: Sequence[str]) -> List[List[str]]:
+    """The entries of each of ``dirs`` under root in inode order, the
+    order GNU cp and uring-cp read them in."""
+    return [sorted(os.listdir(root / d), key=lambda n: os.lstat(root / d / n).st_ino)
+            for d in dirs]
+
+
 @pytest.mark.parametrize("args", [
     ["-r", "src", "src/b"], ["-rv", "src", "src/b"], ["-r", "src", "src"],
     ["-rT", "src", "src"], ["-r", "src/x", "src"], ["-r", "src", "src/x/new"],
@@ -1229,7 +1236,13 @@ def test_fast_parse_agrees_with_click(argv: List[str],
 def test_copy_into_itself_like_gnu(tmp: Path, args: List[str]) -> None:
     """A directory copied into itself: GNU copies everything but the
     directories the copy made, naming the operands in its message, status
-    1; a directory onto itself is "the same file" and nothing is copied."""
+    1; a directory onto itself is "the same file" and nothing is copied.
+
+    Both tools read a directory in inode order and stop at the directory
+    the copy made, so what gets copied (and -v's order) depends on inode
+    numbers; two trees built alike can get them in different orders on
+    ext4. Output and trees are compared where both trees' inode orders
+    agree (nearly always), the messages and status always."""
     for base in ("gnu", "ours"):
         src = tmp / base / "src"
         (src / "x").mkdir(parents=True)
@@ -1240,10 +1253,13 @@ def test_copy_into_itself_like_gnu(tmp: Path, args: List[str]) -> None:
         os.symlink("src", tmp / base / "link")
     gnu = gcp(*args, cwd=tmp / "gnu")
     ours = ucp(*args, cwd=tmp / "ours")
-    same_messages(ours, gnu)
-    assert ours.stdout == gnu.stdout
+    assert ours.stderr.decode().replace("uring-cp:", "cp:") == gnu.stderr.decode()
     assert ours.returncode == gnu.returncode == 1
-    assert snapshot(tmp / "ours") == snapshot(tmp / "gnu")
+    assert b"Traceback" not in ours.stderr
+    dirs = ["src", "src/x"]
+    if _inode_orders(tmp / "gnu", dirs) == _inode_orders(tmp / "ours", dirs):
+        assert ours.stdout == gnu.stdout
+        assert snapshot(tmp / "ours") == snapshot(tmp / "gnu")
     no_temps(tmp)
 
 
@@ -1477,6 +1493,41 @@ def test_source_is_opened_before_the_destination_is_refused_like_gnu(
         os.symlink("nowhere", root / "dangling")
         (root / "target").write_text("target\n")
         os.symlink("target", root / "tofile")
+    gnu = gcp(*args, cwd=tmp / "gnu", prefix=NOBODY)
+    ours = ucp(*args, cwd=tmp / "ours", prefix=NOBODY)
+    same_messages(ours, gnu)
+    assert snapshot(tmp / "ours") == snapshot(tmp / "gnu")
+    no_temps(tmp)
+
+
+@pytest.mark.parametrize("args", [
+    ["-Pv", "sl", "file"], ["-rv", "sl", "link"], ["-av", "sl", "other"],
+    ["-fPv", "sl", "file"], ["-rv", "ff", "file"], ["-Pvn", "sl", "file"],
+    ["-rv", "ff", "lock/f"], ["-rv", "sl", "lock/f"], ["-r", "sl", "lock/f"],
+    ["-Pv", "sl", "new"]])
+def test_symlink_or_fifo_replacing_a_file_like_gnu(tmp: Path,
+                                                  args: List[str]) -> None:
+    """A symlink or FIFO copied onto an existing non-directory: GNU unlinks
+    it first, so -v says 'removed ...' before its line, and a directory
+    that refuses the unlink gets 'cannot remove', as nobody."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch to nobody")
+    tmp.chmod(0o755)
+    for base in ("gnu", "ours"):
+        root = tmp / base
+        (root / "lock").mkdir(parents=True)       # root's, 0755
+        root.chmod(0o777)
+        (root / "a").write_text("a\n")
+        os.symlink("a", root / "sl")
+        os.mkfifo(root / "ff")
+        (root / "file").write_text("old\n")
+        os.symlink("zz", root / "link")
+        os.symlink("b", root / "other")
+        (root / "lock" / "f").write_text("locked\n")
+        for p in (root / "a", root / "file"):
+            os.chown(p, 65534, 65534)
+        for p in (root / "sl", root / "ff", root / "link", root / "other"):
+            os.chown(p, 65534, 65534, follow_symlinks=False)
     gnu = gcp(*args, cwd=tmp / "gnu", prefix=NOBODY)
     ours = ucp(*args, cwd=tmp / "ours", prefix=NOBODY)
     same_messages(ours, gnu)

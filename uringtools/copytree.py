@@ -4,6 +4,7 @@ engine from :mod:`uringtools.copy` copies, many at a time."""
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from stat import S_ISREG
@@ -374,7 +375,7 @@ class _Walker:
         if self._linked(src, dst, src_st, follow, dst_st):
             return
         if stat.S_ISLNK(mode):
-            self.copy_symlink(src, dst, src_st)
+            self.copy_symlink(src, dst, src_st, dst_lst is not None)
             return
         if dst_lst is not None and stat.S_ISLNK(dst_lst.st_mode):
             if dst_st is None:
@@ -556,8 +557,20 @@ class _Walker:
         else:
             yield from self.copy(s, d, False, st)
 
-    def copy_symlink(self, src: str, dst: str, src_st: os.stat_result) -> None:
-        self.verbose(src, dst)   # GNU's line comes before the attempt
+    def removed(self, dst: str) -> None:
+        """-v: GNU's line for a destination it unlinks to make a symlink or
+        a special file in its place."""
+        if self.on_verbose is not None:
+            self.on_verbose(f"removed {quote(dst)}")
+
+    def copy_symlink(self, src: str, dst: str, src_st: os.stat_result,
+                     exists: bool = False) -> None:
+        """Make a symlink like ``src`` at ``dst``: a temporary renamed over
+        what is there, so a failure loses nothing. GNU unlinks an existing
+        ``dst`` first; -v lines and messages are GNU's (``removed 'dst'``,
+        or ``cannot remove`` where its unlink would have been refused)."""
+        if not exists:
+            self.verbose(src, dst)   # GNU's line comes before the attempt
         try:
             link = os.readlink(src)
         except OSError as exc:
@@ -586,17 +599,36 @@ class _Walker:
                 os.unlink(tmp)
             except OSError:
                 pass
+            if exists and isinstance(exc, PermissionError) or \
+                    exists and exc.errno == errno.EROFS:
+                # where the directory refuses changes, GNU's unlink fails
+                self.fail(f"cannot remove {quote(dst)}: {_err(exc)}")
+                return
+            if exists:
+                self.removed(dst)
+                self.verbose(src, dst)
             self.fail(f"cannot create symbolic link {quote(dst)}: {_err(exc)}")
             return
         finally:
             files.temps.discard(tmp)
+        if exists:
+            self.removed(dst)    # renamed over here, unlinked by GNU
+            self.verbose(src, dst)
 
     def copy_special(self, src: str, dst: str, src_st: os.stat_result,
                      exists: bool) -> None:
+        if exists:
+            try:
+                os.unlink(dst)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                self.fail(f"cannot remove {quote(dst)}: {_err(exc)}")
+                return
+            else:
+                self.removed(dst)
         self.verbose(src, dst)   # GNU's line comes before the attempt
         try:
-            if exists:
-                os.unlink(dst)
             if stat.S_ISFIFO(src_st.st_mode):
                 os.mkfifo(dst, src_st.st_mode & 0o777 & ~UMASK)
             elif stat.S_ISSOCK(src_st.st_mode):

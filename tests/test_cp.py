@@ -1533,3 +1533,47 @@ def test_symlink_or_fifo_replacing_a_file_like_gnu(tmp: Path,
     same_messages(ours, gnu)
     assert snapshot(tmp / "ours") == snapshot(tmp / "gnu")
     no_temps(tmp)
+
+
+@pytest.mark.parametrize("case", ["force-through-symlink", "p-setuid", "p-sticky",
+                                  "loop", "archive-loop"])
+def test_destination_symlinks_and_special_bits_like_gnu(tmp: Path, case: str) -> None:
+    """As nobody, against GNU: -f onto a symlink to a file nobody may write
+    replaces the symlink, not root's file it names; -p of root's set-id or
+    sticky file drops those bits once the chown fails; a destination that
+    is a symlink loop is 'cannot stat ... Too many levels of symbolic
+    links', even where -a would have made it a hard link."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch to nobody")
+    tmp.chmod(0o755)
+    for base in ("gnu", "ours"):
+        root = tmp / base
+        (root / "d" / "src").mkdir(parents=True)
+        (root / "src").mkdir()
+        (root / "s").write_bytes(b"payload" * 300)
+        (root / "target").write_text("root's\n")   # root's, 0644
+        os.symlink("../target", root / "d" / "x")
+        (root / "src" / "a").write_bytes(b"linked" * 300)
+        os.link(root / "src" / "a", root / "src" / "b")
+        os.symlink("../src/a", root / "d" / "src" / "a")   # a loop
+        os.symlink("loop", root / "d" / "loop")
+        (root / "suid").write_bytes(b"x" * 100)
+        (root / "suid").chmod(0o4755)
+        (root / "sticky").write_bytes(b"y" * 100)
+        (root / "sticky").chmod(0o1644)
+        for p in (root, root / "d", root / "d" / "src"):
+            p.chmod(0o777)
+        for p in (root / "s", root / "src" / "a"):
+            os.chown(p, 65534, 65534)
+    args = {"force-through-symlink": ["-f", "s", "d/x"],
+            "p-setuid": ["-p", "suid", "d"], "p-sticky": ["-p", "sticky", "d"],
+            "loop": ["s", "d/loop"], "archive-loop": ["-a", "src", "d"]}[case]
+    prefix = None if case == "archive-loop" else NOBODY
+    gnu = gcp(*args, cwd=tmp / "gnu", prefix=prefix)
+    ours = ucp(*args, cwd=tmp / "ours", prefix=prefix)
+    assert ours.returncode == gnu.returncode, (ours.stderr, gnu.stderr)
+    assert sorted(ours.stderr.decode().replace("uring-cp:", "cp:").splitlines()) \
+        == sorted(gnu.stderr.decode().splitlines())
+    assert snapshot(tmp / "ours") == snapshot(tmp / "gnu")
+    assert _link_groups(tmp / "ours") == _link_groups(tmp / "gnu")
+    no_temps(tmp)

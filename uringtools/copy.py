@@ -437,11 +437,14 @@ class FileCopier:
     def _apply_attrs(self, job: FileJob, fd: int) -> None:
         st = job.src_st
         if self.options.preserve:
+            special = 0o7777
             try:
                 os.fchown(fd, st.st_uid, st.st_gid)
             except PermissionError:
-                pass
-            os.fchmod(fd, st.st_mode & 0o7777)
+                # not ours to give away: GNU then drops the set-user-ID,
+                # set-group-ID and sticky bits
+                special = 0o777
+            os.fchmod(fd, st.st_mode & special)
             os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
             return
         if job.old_st is not None:

@@ -351,15 +351,21 @@ class _Walker:
             return
         dst_st = dst_lst
         target = dst
+        through_error: Optional[OSError] = None
         if dst_lst is not None and stat.S_ISLNK(dst_lst.st_mode):
             try:
                 dst_st = os.stat(dst)
-            except OSError:
+            except OSError as exc:
                 dst_st = None
+                if exc.errno != errno.ENOENT:
+                    through_error = exc     # a loop, a denied directory...
         # GNU stats the destination through a symlink only to write a
         # regular file through it
         use_lstat = stat.S_ISLNK(mode) or (
             opt.recursive and not stat.S_ISREG(mode))
+        if through_error is not None and not use_lstat:
+            self.fail(f"cannot stat {quote(dst)}: {_err(through_error)}")
+            return
         dst_sb = dst_lst if use_lstat else dst_st
         if self._refused_as_same(src, src_st, dst, dst_sb, not follow):
             return
@@ -405,7 +411,10 @@ class _Walker:
                               "Permission denied")
                 return
             elif opt.force and not os.access(target, os.W_OK):
-                old = None   # GNU unlinks it and makes a new one
+                # GNU unlinks it and makes a new one: through a symlink,
+                # the symlink itself is replaced, not the file it names
+                old = None
+                target = dst
             else:
                 job_mode = old.st_mode & 0o7777
         if self.on_total is not None:
@@ -644,12 +653,13 @@ class _Walker:
     def _preserve_path(self, path: str, st: os.stat_result) -> None:
         if not self.opt.preserve:
             return
+        special = 0o7777
         try:
             os.chown(path, st.st_uid, st.st_gid)
         except PermissionError:
-            pass
+            special = 0o777    # GNU drops set-id and sticky bits then
         try:
-            os.chmod(path, st.st_mode & 0o7777)
+            os.chmod(path, st.st_mode & special)
             os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
         except OSError as exc:
             self.fail(f"preserving times for {quote(path)}: {_err(exc)}")

@@ -75,6 +75,15 @@ def snapshot(root: Path, times: bool = False) -> Dict[str, Tuple]:
     return out
 
 
+def gnu_and_ours_as_nobody(tmp: Path) -> List[Path]:
+    """The two roots (tmp/gnu, tmp/ours) of a test that runs GNU cp and
+    ours as nobody on trees built alike; skipped unless we are root."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch to nobody")
+    tmp.chmod(0o755)
+    return [tmp / "gnu", tmp / "ours"]
+
+
 def no_temps(*dirs: Path) -> None:
     for d in dirs:
         for dirpath, dirnames, filenames in os.walk(d):
@@ -1408,11 +1417,7 @@ def test_archive_link_to_a_failed_first_copy_like_gnu(tmp: Path, case: str) -> N
     fails, GNU forgets it and copies the next name as a file of its own.
     We used to link that name to the missing copy ("cannot create hard
     link ... No such file or directory") instead."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to switch to nobody")
-    tmp.chmod(0o755)
-    for base in ("gnu", "ours"):
-        root = tmp / base
+    for root in gnu_and_ours_as_nobody(tmp):
         src = root / "src"
         for d in ("d1", "d2"):
             (src / d).mkdir(parents=True)
@@ -1448,11 +1453,7 @@ def test_directory_operand_twice_after_a_failure_like_gnu(tmp: Path,
     """A directory operand given twice: GNU warns 'specified more than once'
     only if the first copy made the directory; one it could not make is
     forgotten and tried (and refused) again. We warned in both cases."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to switch to nobody")
-    tmp.chmod(0o755)
-    for base in ("gnu", "ours"):
-        root = tmp / base
+    for root in gnu_and_ours_as_nobody(tmp):
         (root / "src" / "sub").mkdir(parents=True)
         (root / "src" / "f").write_bytes(b"f")
         (root / "locked").mkdir()           # root's: nobody cannot write
@@ -1477,11 +1478,7 @@ def test_source_is_opened_before_the_destination_is_refused_like_gnu(
     destination is a dangling symlink or a file it may not write; -v
     prints its line first; -n does not skip a dangling symlink when the
     source is a regular file (GNU stats the destination through it)."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to switch to nobody")
-    tmp.chmod(0o755)
-    for base in ("gnu", "ours"):
-        root = tmp / base
+    for root in gnu_and_ours_as_nobody(tmp):
         root.mkdir()
         root.chmod(0o777)
         (root / "ok").write_text("ok\n")
@@ -1510,11 +1507,7 @@ def test_symlink_or_fifo_replacing_a_file_like_gnu(tmp: Path,
     """A symlink or FIFO copied onto an existing non-directory: GNU unlinks
     it first, so -v says 'removed ...' before its line, and a directory
     that refuses the unlink gets 'cannot remove', as nobody."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to switch to nobody")
-    tmp.chmod(0o755)
-    for base in ("gnu", "ours"):
-        root = tmp / base
+    for root in gnu_and_ours_as_nobody(tmp):
         (root / "lock").mkdir(parents=True)       # root's, 0755
         root.chmod(0o777)
         (root / "a").write_text("a\n")
@@ -1543,11 +1536,7 @@ def test_destination_symlinks_and_special_bits_like_gnu(tmp: Path, case: str) ->
     sticky file drops those bits once the chown fails; a destination that
     is a symlink loop is 'cannot stat ... Too many levels of symbolic
     links', even where -a would have made it a hard link."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to switch to nobody")
-    tmp.chmod(0o755)
-    for base in ("gnu", "ours"):
-        root = tmp / base
+    for root in gnu_and_ours_as_nobody(tmp):
         (root / "d" / "src").mkdir(parents=True)
         (root / "src").mkdir()
         (root / "s").write_bytes(b"payload" * 300)

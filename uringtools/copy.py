@@ -171,6 +171,17 @@ def quote(name: str) -> str:
     return "".join(out)
 
 
+def preserved_mode(st: os.stat_result, chown: Callable[[], None]) -> int:
+    """-p: give the copy ``st``'s owner with ``chown``, and return the mode
+    bits to set then: all of ``st``'s, or, where the chown is refused, all
+    but the set-user-ID, set-group-ID and sticky bits (as GNU cp)."""
+    try:
+        chown()
+    except PermissionError:
+        return st.st_mode & 0o777
+    return st.st_mode & 0o7777
+
+
 class CopyOptions:
     """What to copy and how (GNU cp's options).
 
@@ -437,14 +448,8 @@ class FileCopier:
     def _apply_attrs(self, job: FileJob, fd: int) -> None:
         st = job.src_st
         if self.options.preserve:
-            special = 0o7777
-            try:
-                os.fchown(fd, st.st_uid, st.st_gid)
-            except PermissionError:
-                # not ours to give away: GNU then drops the set-user-ID,
-                # set-group-ID and sticky bits
-                special = 0o777
-            os.fchmod(fd, st.st_mode & special)
+            os.fchmod(fd, preserved_mode(
+                st, lambda: os.fchown(fd, st.st_uid, st.st_gid)))
             os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
             return
         if job.old_st is not None:
@@ -1168,4 +1173,4 @@ def make_engine(files: FileCopier, engine: str, block_size: int,
 
 
 __all__ = ["CopyOptions", "FileJob", "FileCopier", "SyncEngine", "UringEngine",
-           "make_engine", "quote", "UMASK", "Dict"]
+           "make_engine", "preserved_mode", "quote", "UMASK", "Dict"]

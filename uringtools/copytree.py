@@ -13,7 +13,8 @@ if TYPE_CHECKING:
     from typing import (Callable, Dict, Iterable, Iterator, List, Optional,
                         Sequence, Set, Tuple)
 
-from .copy import CopyOptions, FileCopier, FileJob, UMASK, make_engine, quote
+from .copy import (CopyOptions, FileCopier, FileJob, UMASK, make_engine,
+                   preserved_mode, quote)
 from .stats import Stats
 
 
@@ -608,21 +609,20 @@ class _Walker:
                 os.unlink(tmp)
             except OSError:
                 pass
-            if exists and isinstance(exc, PermissionError) or \
-                    exists and exc.errno == errno.EROFS:
+            if exists and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
                 # where the directory refuses changes, GNU's unlink fails
                 self.fail(f"cannot remove {quote(dst)}: {_err(exc)}")
                 return
-            if exists:
-                self.removed(dst)
-                self.verbose(src, dst)
-            self.fail(f"cannot create symbolic link {quote(dst)}: {_err(exc)}")
-            return
+            failure: Optional[OSError] = exc
+        else:
+            failure = None
         finally:
             files.temps.discard(tmp)
         if exists:
             self.removed(dst)    # renamed over here, unlinked by GNU
             self.verbose(src, dst)
+        if failure is not None:
+            self.fail(f"cannot create symbolic link {quote(dst)}: {_err(failure)}")
 
     def copy_special(self, src: str, dst: str, src_st: os.stat_result,
                      exists: bool) -> None:
@@ -653,13 +653,9 @@ class _Walker:
     def _preserve_path(self, path: str, st: os.stat_result) -> None:
         if not self.opt.preserve:
             return
-        special = 0o7777
+        mode = preserved_mode(st, lambda: os.chown(path, st.st_uid, st.st_gid))
         try:
-            os.chown(path, st.st_uid, st.st_gid)
-        except PermissionError:
-            special = 0o777    # GNU drops set-id and sticky bits then
-        try:
-            os.chmod(path, st.st_mode & special)
+            os.chmod(path, mode)
             os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
         except OSError as exc:
             self.fail(f"preserving times for {quote(path)}: {_err(exc)}")

@@ -1272,6 +1272,29 @@ def test_copy_into_itself_like_gnu(tmp: Path, args: List[str]) -> None:
     no_temps(tmp)
 
 
+@pytest.mark.parametrize("size", [70_000, 2_000_000])
+@pytest.mark.parametrize("flags", [[], ["--splice"], ["--no-splice"],
+                                   ["--engine", "sync"]])
+def test_later_operand_walks_earlier_operands_copies(
+        tmp: Path, size: int, flags: List[str]) -> None:
+    """`cp -r a d d`: the walk of the second operand reads d, where the
+    first one's copy of a went. GNU finds d/a there and copies it into
+    d/d; ours used to find a's unfinished temporary ("cannot stat
+    'd/.a.ucp-...'") and leave d/d/a out."""
+    data = os.urandom(size)
+    for base in ("gnu", "ours"):
+        (tmp / base / "src" / "h").mkdir(parents=True)
+        (tmp / base / "src" / "a").write_bytes(data)
+    args = ["-r", "src/a", "src/h", "src/h"]
+    gnu = gcp(*args, cwd=tmp / "gnu")
+    ours = run([URING_CP, *flags, *args], tmp / "ours")
+    same_messages(ours, gnu)
+    assert gnu.returncode == 1
+    assert (tmp / "ours" / "src" / "h" / "h" / "a").read_bytes() == data
+    assert snapshot(tmp / "ours") == snapshot(tmp / "gnu")
+    no_temps(tmp)
+
+
 def _links_and_dirs(root: Path) -> None:
     root.mkdir()
     (root / "f").write_bytes(b"data\n")

@@ -265,6 +265,18 @@ class FileJob:
                    fresh=True)
 
 
+class Barrier:
+    """Handed to an engine's ``run`` between jobs: every file in flight is
+    finished (in place under its name) before the next job starts. A later
+    operand's walk may read the directory those files go to."""
+
+    __slots__ = ()
+
+
+#: the one Barrier the walk hands out
+BARRIER = Barrier()
+
+
 class CopyFailed(OSError):
     """One file could not be copied; the message is GNU-formatted."""
 
@@ -533,9 +545,10 @@ class SyncEngine:
         """No FreshDirs here: the walk copies entry by entry."""
         return None
 
-    def run(self, jobs: Iterable[FileJob]) -> None:
+    def run(self, jobs: Iterable[Union[FileJob, Barrier]]) -> None:
         for job in jobs:
-            self.copy_one(job)
+            if not isinstance(job, Barrier):    # nothing is ever in flight
+                self.copy_one(job)
 
     def copy_one(self, job: FileJob) -> None:
         files = self.files
@@ -751,10 +764,11 @@ class UringEngine:
             return None
         return self._chains().open_dir(src, dst, follow)
 
-    def run(self, jobs: Iterable[Union[FileJob, FreshDir]]) -> None:
+    def run(self, jobs: Iterable[Union[FileJob, FreshDir, Barrier]]) -> None:
         """Copy ``jobs``: small new files as whole chains, in batches
         (:mod:`uringtools.copybatch`), the others chunk by chunk. A
-        FreshDir (from :meth:`open_dir`) has its small files chained."""
+        FreshDir (from :meth:`open_dir`) has its small files chained; a
+        Barrier finishes everything in flight."""
         from .copybatch import FreshDir
 
         chains = self._chains()
@@ -762,12 +776,12 @@ class UringEngine:
         # read through the page cache)
         direct_off = not self.files.options.direct
         it = iter(jobs)
-        stash: List[Union[FileJob, FreshDir]] = []
+        stash: List[Union[FileJob, FreshDir, Barrier]] = []
 
         def plain(first: FileJob) -> Iterator[FileJob]:
             yield first
             for job in it:
-                if isinstance(job, FreshDir) or (
+                if isinstance(job, (FreshDir, Barrier)) or (
                         direct_off and chains.takes(job) and chains.ready()) \
                         or self._spliceable(job):
                     stash.append(job)
@@ -785,6 +799,9 @@ class UringEngine:
                         break
                 if isinstance(job, FreshDir):
                     chains.add_dir(job)
+                    continue
+                if isinstance(job, Barrier):
+                    chains.drain()
                     continue
                 if direct_off and chains.takes(job) and chains.ready():
                     chains.add(job)

@@ -13,8 +13,8 @@ if TYPE_CHECKING:
     from typing import (Callable, Dict, Iterable, Iterator, List, Optional,
                         Sequence, Set, Tuple)
 
-from .copy import (CopyOptions, FileCopier, FileJob, UMASK, make_engine,
-                   preserved_mode, quote)
+from .copy import (BARRIER, CopyOptions, FileCopier, FileJob, UMASK,
+                   make_engine, preserved_mode, quote)
 from .stats import Stats
 
 
@@ -33,11 +33,11 @@ class _Link:
 if TYPE_CHECKING:
     from typing import Union
 
-    from .copy import ErrorHandler, ProgressHandler
+    from .copy import Barrier, ErrorHandler, ProgressHandler
     from .copybatch import FreshDir
 
     #: what the walk hands the engine
-    Job = Union[FileJob, FreshDir]
+    Job = Union[FileJob, FreshDir, Barrier]
 
     #: called with the GNU -v line ('a' -> 'b')
     VerboseHandler = Callable[[str], None]
@@ -294,6 +294,9 @@ class _Walker:
         operands before it, then the copy, remembered."""
         mode = src_st.st_mode
         if stat.S_ISDIR(mode) and self.opt.recursive:
+            # the files of earlier operands are in place before this walk
+            # reads directories they may have gone into (`cp -r a d d`)
+            yield BARRIER
             # for a directory GNU looks at the destination first
             try:
                 dst_lst: Optional[os.stat_result] = os.lstat(dst)

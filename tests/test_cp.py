@@ -1589,3 +1589,53 @@ def test_destination_symlinks_and_special_bits_like_gnu(tmp: Path, case: str) ->
     assert snapshot(tmp / "ours") == snapshot(tmp / "gnu")
     assert _link_groups(tmp / "ours") == _link_groups(tmp / "gnu")
     no_temps(tmp)
+
+
+@pytest.mark.parametrize("case", ["own-read-only", "dir-not-writable",
+                                  "sticky-not-ours", "sticky-dir-ours"])
+@pytest.mark.parametrize("size", [3000, 2_000_000])
+def test_force_onto_unwritable_file_like_gnu(tmp: Path, case: str,
+                                             size: int) -> None:
+    """As nobody, against GNU: -f onto a file nobody may not open for
+    writing. GNU unlinks it ("removed 'd/f'" with -v) before copying; where
+    that unlink would be refused (a directory nobody may not write, a
+    sticky directory holding root's file) it is 'cannot remove', status 1,
+    and the old file stays."""
+    data = os.urandom(size)
+    for root in gnu_and_ours_as_nobody(tmp):
+        (root / "d").mkdir(parents=True)
+        (root / "s").write_bytes(data)
+        (root / "d" / "f").write_text("old\n")
+        (root / "d" / "f").chmod(0o444)
+        if case in ("own-read-only", "dir-not-writable"):
+            os.chown(root / "d" / "f", 65534, 65534)
+        mode = {"own-read-only": 0o777, "dir-not-writable": 0o755,
+                "sticky-not-ours": 0o1777, "sticky-dir-ours": 0o1755}[case]
+        (root / "d").chmod(mode)
+        if case == "sticky-dir-ours":
+            os.chown(root / "d", 65534, 65534)
+    gnu = gcp("-f", "-v", "s", "d/f", cwd=tmp / "gnu", prefix=NOBODY)
+    ours = ucp("-f", "-v", "s", "d/f", cwd=tmp / "ours", prefix=NOBODY)
+    same_messages(ours, gnu)
+    assert snapshot(tmp / "ours") == snapshot(tmp / "gnu")
+    expect = data if case in ("own-read-only", "sticky-dir-ours") else b"old\n"
+    assert (tmp / "ours" / "d" / "f").read_bytes() == expect
+    no_temps(tmp)
+
+
+@pytest.mark.parametrize("flags", ["-r", "-rn"])
+def test_directory_operand_onto_itself_twice_like_gnu(tmp: Path,
+                                                      flags: str) -> None:
+    """`cp -rn d d d parent`: the first operand merges d into itself (-n
+    skips the same-file check); GNU then finds each later d where the
+    first was copied to: 'into itself', status 1 (without -n every one
+    is 'the same file')."""
+    for base in ("gnu", "ours"):
+        (tmp / base / "p" / "d").mkdir(parents=True)
+        (tmp / base / "p" / "d" / "x").write_bytes(b"x" * 100)
+    args = [flags, "p/d", "p/d", "p/d", "p"]
+    gnu = gcp(*args, cwd=tmp / "gnu")
+    ours = ucp(*args, cwd=tmp / "ours")
+    same_messages(ours, gnu)
+    assert gnu.returncode == 1
+    assert snapshot(tmp / "ours") == snapshot(tmp / "gnu")

@@ -92,6 +92,28 @@ def plan_operands(sources: Sequence[str], dest: Optional[str],
     return [(sources[0], dest)]
 
 
+def _unlink_refusal(path: str) -> int:
+    """The errno unlink(2) would fail with on ``path``, or 0: its
+    directory must be writable and searchable, and, if sticky, owned by
+    us or hold a file of ours (root may do anything)."""
+    head = os.path.dirname(path) or "."
+    if not os.access(head, os.W_OK | os.X_OK):
+        try:
+            read_only = os.statvfs(head).f_flag & os.ST_RDONLY
+        except OSError:
+            read_only = 0
+        return errno.EROFS if read_only else errno.EACCES
+    euid = os.geteuid()
+    try:
+        dir_st = os.stat(head)
+        owner = os.lstat(path).st_uid
+    except OSError as exc:
+        return exc.errno or errno.EACCES
+    if dir_st.st_mode & stat.S_ISVTX and euid not in (0, owner, dir_st.st_uid):
+        return errno.EPERM
+    return 0
+
+
 class _Walker:
     """Creates directories, symlinks and special files; yields file jobs."""
 
@@ -305,6 +327,15 @@ class _Walker:
             if self._refused_as_same(src, src_st, dst, dst_lst,
                                      not self.opt.dereference):
                 return
+            earlier = self.dir_copies.get((src_st.st_dev, src_st.st_ino))
+            if earlier is not None and \
+                    self._entry(earlier) == self._entry(src):
+                # an earlier operand merged this directory into itself
+                # (`cp -rn d d parent`): GNU's check of where the
+                # directory was copied to fires before the 'more than once'
+                self.fail(f"cannot copy a directory, {quote(src)}, "
+                          f"into itself, {quote(dst)}")
+                return
         if ((self.opt.recursive or not stat.S_ISDIR(mode))
                 and self._seen_before(src, src_st)):
             return
@@ -405,6 +436,7 @@ class _Walker:
         old = dst_st if dst_lst is not None else None
         job_mode = mode & 0o777 & ~UMASK
         in_place = False
+        announced = False
         if old is not None:
             if not stat.S_ISREG(old.st_mode):
                 in_place = True
@@ -416,14 +448,27 @@ class _Walker:
                 return
             elif opt.force and not os.access(target, os.W_OK):
                 # GNU unlinks it and makes a new one: through a symlink,
-                # the symlink itself is replaced, not the file it names
+                # the symlink itself is replaced, not the file it names.
+                # Ours is renamed over it once copied; the lines and the
+                # refusal are GNU's, as its unlink comes before the copy
+                self.verbose(src, dst)
+                if self._source_refused(src, mode):
+                    return
+                refusal = _unlink_refusal(dst)
+                if refusal:
+                    self.fail(f"cannot remove {quote(dst)}: "
+                              f"{os.strerror(refusal)}")
+                    return
+                self.removed(dst)
+                announced = True
                 old = None
                 target = dst
             else:
                 job_mode = old.st_mode & 0o7777
         if self.on_total is not None:
             self.on_total(src_st.st_size)
-        self.verbose(src, dst)
+        if not announced:
+            self.verbose(src, dst)
         yield FileJob(src=src, dst=dst, target=target, src_st=src_st,
                       old_st=old, mode=job_mode, in_place=in_place)
 

@@ -5,6 +5,7 @@ gets wrong (a failed or interrupted copy must lose nothing)."""
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import stat
@@ -520,6 +521,34 @@ def test_sparse_past_4gib_keeps_holes(tmp: Path, engine: str) -> None:
                engine=engine).returncode == 0
     assert (tmp / "z2").read_bytes() == (tmp / "zeros").read_bytes()
     assert os.stat(tmp / "z2").st_blocks < 100
+
+
+@pytest.mark.parametrize("flags", [[], ["--engine", "sync"],
+                                   ["--block-size", "64K"],
+                                   ["--block-size", "12345"]])
+@pytest.mark.parametrize("size", [70_000, (1 << 20) + 1])
+def test_sparse_always_holes_like_gnu(tmp: Path, flags: List[str],
+                                     size: int) -> None:
+    """--sparse=always: every 4 KiB piece of zeros becomes a hole, as GNU
+    makes them (the destination's st_blksize), whatever our block size;
+    the same bytes and the same allocation as GNU's copy."""
+    rng = random.Random(size)
+    data = bytearray(os.urandom(size))
+    runs = [(0, 8192), (size // 2 & ~4095, 12288), (size - 4000, 4000)]
+    for _ in range(6):        # zero runs of all lengths and alignments
+        runs.append((rng.randrange(size),
+                     rng.choice([100, 4096, 5000, 9000, 20_000])))
+    for start, length in runs:
+        piece = data[start:start + length]
+        data[start:start + length] = bytes(len(piece))
+    (tmp / "src").write_bytes(data)
+    assert gcp("--sparse=always", "src", "gnu", cwd=tmp).returncode == 0
+    res = run([URING_CP, *flags, "--sparse=always", "src", "ours"], tmp)
+    assert res.returncode == 0, res.stderr
+    assert (tmp / "ours").read_bytes() == bytes(data)
+    assert os.stat(tmp / "ours").st_blocks == os.stat(tmp / "gnu").st_blocks
+    if size > 8192:
+        assert os.stat(tmp / "ours").st_blocks * 512 < size   # holes made
 
 
 @pytest.mark.parametrize("engine", ENGINES)

@@ -609,6 +609,8 @@ class SyncEngine:
         job.size = job.size  # the length stat gave; a shrinking file ends early
         direct = self.files.options.direct and bool(
             fcntl.fcntl(job.fd_in, fcntl.F_GETFL) & os.O_DIRECT)
+        # --sparse=always: GNU's hole size, the destination's st_blksize
+        hole = os.fstat(job.fd_out).st_blksize if always else 0
         for start, length in list(job.extents):
             off, end = start, start + length
             while off < end:
@@ -633,18 +635,39 @@ class SyncEngine:
                     return
                 if n < want:
                     stats.short_reads += 1
-                if not (always and view[:n] == self.zero[:n]):
-                    try:
+                try:
+                    if always:
+                        self._pwrite_data(job, view[:n], off, hole)
+                    else:
                         self._pwrite(job, view[:n], off)
-                    except OSError as exc:
-                        job.failure = _write_error(job, exc.errno or errno.EIO)
-                        return
-                else:
-                    stats.bytes_written += 0
+                except OSError as exc:
+                    job.failure = _write_error(job, exc.errno or errno.EIO)
+                    return
                 off += n
                 self.files.progress(n)
         if always:
             job.extents = []  # ftruncate to the full size at finish
+
+    def _pwrite_data(self, job: FileJob, data: memoryview, off: int,
+                     hole: int) -> None:
+        """--sparse=always: write the ``hole``-sized pieces of ``data``
+        (aligned in the file) that hold a non-zero byte, as GNU does; the
+        all-zero ones stay holes."""
+        zero, end = self.zero, len(data)
+        if data == zero[:end]:
+            return
+        pos, run = 0, -1      # run: where the pending non-zero pieces start
+        while pos < end:
+            step = min(hole - (off + pos) % hole, end - pos)
+            if data[pos:pos + step] == zero[:step]:
+                if run >= 0:
+                    self._pwrite(job, data[run:pos], off + run)
+                    run = -1
+            elif run < 0:
+                run = pos
+            pos += step
+        if run >= 0:
+            self._pwrite(job, data[run:end], off + run)
 
     @staticmethod
     def _shrunk(job: FileJob, off: int) -> None:

@@ -1668,3 +1668,64 @@ def test_directory_operand_onto_itself_twice_like_gnu(tmp: Path,
     same_messages(ours, gnu)
     assert gnu.returncode == 1
     assert snapshot(tmp / "ours") == snapshot(tmp / "gnu")
+
+
+@pytest.mark.parametrize("flags", [[], ["--splice"], ["--no-splice"],
+                                   ["--engine", "sync"]])
+@pytest.mark.parametrize("opts", [[], ["-p"], ["-v"]])
+@pytest.mark.parametrize("size", [5000, 2_000_000])
+def test_file_in_unwritable_directory_written_in_place_like_gnu(
+        tmp: Path, flags: List[str], opts: List[str], size: int) -> None:
+    """As nobody: nobody's file in root's 0755 directory. No temporary can
+    be made beside it, so it is written in place, as GNU writes it (it
+    used to be 'cannot create regular file'): same bytes, mode, times and
+    lines as GNU's."""
+    data = os.urandom(size)
+    for root in gnu_and_ours_as_nobody(tmp):
+        (root / "dst").mkdir(parents=True)
+        (root / "src").write_bytes(data)
+        (root / "src").chmod(0o640)
+        os.utime(root / "src", ns=(10**18, 10**18 + 7))
+        (root / "dst" / "f").write_bytes(b"old content " * 1000)
+        (root / "dst" / "f").chmod(0o604)
+        os.chown(root / "dst" / "f", 65534, 65534)
+        os.chown(root / "src", 65534, 65534)
+    args = [*opts, "src", "dst/f"]
+    gnu = gcp(*args, cwd=tmp / "gnu", prefix=NOBODY)
+    ours = run([URING_CP, *flags, *args], tmp / "ours", prefix=NOBODY)
+    same_messages(ours, gnu)
+    assert ours.returncode == 0
+    assert (tmp / "ours" / "dst" / "f").read_bytes() == data
+    assert snapshot(tmp / "ours") == snapshot(tmp / "gnu")
+    if opts == ["-p"]:
+        assert os.stat(tmp / "ours" / "dst" / "f").st_mtime_ns == \
+            os.stat(tmp / "gnu" / "dst" / "f").st_mtime_ns == 10**18 + 7
+
+
+@pytest.mark.parametrize("flags", [[], ["--splice"], ["--no-splice"],
+                                   ["--engine", "sync"]])
+@pytest.mark.parametrize("sizes", [(70_000, 300_000), (3_000_000, 2_000_000)])
+def test_destination_symlink_into_source_like_gnu(
+        tmp: Path, flags: List[str], sizes: Tuple[int, int]) -> None:
+    """A destination symlink names a source file still to be copied: GNU,
+    one file at a time, writes through it first and then copies the new
+    content. Ours had already read the old one (the copies in flight)."""
+    first, second = os.urandom(sizes[0]), os.urandom(sizes[1])
+    for base in ("gnu", "ours"):
+        root = tmp / base
+        for d in ("src", "dst", "t"):
+            (root / d).mkdir(parents=True)
+        (root / "src" / "b1").write_bytes(first)
+        (root / "src" / "c d").write_bytes(second)
+        os.symlink("../src/c d", root / "dst" / "b1")
+        (root / "x.txt2").write_bytes(first)
+        (root / "big").write_bytes(second)
+        os.symlink("../big", root / "t" / "x.txt2")
+    for args in (["-r", "-T", "src", "dst"], ["x.txt2", "big", "t"]):
+        gnu = gcp(*args, cwd=tmp / "gnu")
+        ours = run([URING_CP, *flags, *args], tmp / "ours")
+        same_messages(ours, gnu)
+    assert (tmp / "ours" / "dst" / "c d").read_bytes() == first
+    assert (tmp / "ours" / "t" / "big").read_bytes() == first
+    assert snapshot(tmp / "ours") == snapshot(tmp / "gnu")
+    no_temps(tmp)

@@ -18,6 +18,7 @@ import errno
 import fcntl
 import mmap
 import os
+import stat
 from _collections import deque  # not collections: ~6 ms of start-up
 TYPE_CHECKING = False  # typing costs ~13 ms of start-up: annotations only
 if TYPE_CHECKING:
@@ -226,7 +227,8 @@ class FileJob:
         src_st: the source's stat.
         old_st: the destination being replaced, or None.
         mode: permission bits for the result.
-        in_place: the destination is a FIFO, a device...: written in place.
+        in_place: the destination is a FIFO, a device, or a file in a
+            directory we may not write: written in place.
         fresh: the destination's directory was made by this run (mode 0700
             until the end), so nothing can be at ``target`` to protect: the
             file is created there directly, no temporary and no rename, and
@@ -444,11 +446,16 @@ class FileCopier:
                 job.tmp = None
                 if self.options.fsync:
                     self.synced_dirs.add(os.path.dirname(job.target) or ".")
-            elif self.options.fsync:
-                try:
-                    os.fsync(job.fd_out)
-                except OSError:
-                    pass
+            else:
+                old = job.old_st
+                if (self.options.preserve and old is not None
+                        and stat.S_ISREG(old.st_mode)):
+                    self._apply_attrs(job, job.fd_out)
+                if self.options.fsync:
+                    try:
+                        os.fsync(job.fd_out)
+                    except OSError:
+                        pass
             return True
         except OSError as exc:
             self.fail(f"cannot create regular file {quote(job.dst)}: "

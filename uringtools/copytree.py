@@ -465,12 +465,20 @@ class _Walker:
                 target = dst
             else:
                 job_mode = old.st_mode & 0o7777
+                # no temporary can be made beside a file in a directory we
+                # may not write: written in place, as GNU writes every file
+                in_place = not os.access(os.path.dirname(target) or ".",
+                                         os.W_OK | os.X_OK)
         if self.on_total is not None:
             self.on_total(src_st.st_size)
         if not announced:
             self.verbose(src, dst)
         yield FileJob(src=src, dst=dst, target=target, src_st=src_st,
                       old_st=old, mode=job_mode, in_place=in_place)
+        if target != dst:
+            # written through a symlink, maybe into a source still to be
+            # copied: GNU, one file at a time, would copy the new content
+            yield BARRIER
 
     def copy_dir(self, src: str, dst: str, src_st: os.stat_result,
                  top: bool) -> Iterator[Job]:

@@ -146,6 +146,8 @@ class _Walker:
         #: -> their copy
         self.dir_copies: Dict[Tuple[int, int], str] = {}
         self.links: List[_Link] = []
+        #: directory -> whether we may make files in it (see _dir_writable)
+        self.writable_dirs: Dict[str, bool] = {}
         #: the top-level source and destination being copied
         self.top = ("", "")
         #: (device, inode, path) of the first directory the operand's copy
@@ -234,6 +236,16 @@ class _Walker:
                 return True
             return (src_to.st_dev, src_to.st_ino) != (dst_to.st_dev, dst_to.st_ino)
         return False
+
+    def _dir_writable(self, path: str) -> bool:
+        """Whether a file can be made beside ``path`` (asked once per
+        directory: overwriting a tree asks for each of its files)."""
+        head = os.path.dirname(path) or "."
+        writable = self.writable_dirs.get(head)
+        if writable is None:
+            writable = self.writable_dirs[head] = os.access(
+                head, os.W_OK | os.X_OK)
+        return writable
 
     def _made(self, dst: str, kind: str) -> None:
         """Remember what a top-level operand made at ``dst``."""
@@ -467,8 +479,7 @@ class _Walker:
                 job_mode = old.st_mode & 0o7777
                 # no temporary can be made beside a file in a directory we
                 # may not write: written in place, as GNU writes every file
-                in_place = not os.access(os.path.dirname(target) or ".",
-                                         os.W_OK | os.X_OK)
+                in_place = not self._dir_writable(target)
         if self.on_total is not None:
             self.on_total(src_st.st_size)
         if not announced:

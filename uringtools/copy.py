@@ -228,7 +228,8 @@ class FileJob:
         old_st: the destination being replaced, or None.
         mode: permission bits for the result.
         in_place: the destination is a FIFO, a device, or a file in a
-            directory we may not write: written in place.
+            directory we may not write (``rewrite``: truncated and
+            written at its offsets, holes kept): written in place.
         fresh: the destination's directory was made by this run (mode 0700
             until the end), so nothing can be at ``target`` to protect: the
             file is created there directly, no temporary and no rename, and
@@ -236,7 +237,8 @@ class FileJob:
     """
 
     __slots__ = ("src", "dst", "target", "src_st", "old_st", "mode",
-                 "in_place", "fresh", "fd_in", "fd_out", "tmp", "size",
+                 "in_place", "rewrite", "fresh", "fd_in", "fd_out", "tmp",
+                 "size",
                  "extents", "failure")
 
     def __init__(self, src: str, dst: str, target: str,
@@ -249,6 +251,8 @@ class FileJob:
         self.old_st = old_st
         self.mode = mode
         self.in_place = in_place
+        self.rewrite = (in_place and old_st is not None
+                        and stat.S_ISREG(old_st.st_mode))
         self.fresh = fresh
         # filled while copying
         self.fd_in = -1
@@ -341,7 +345,7 @@ class FileCopier:
                       f"{_strerror(exc)}")
             return False
         job.size = job.src_st.st_size
-        if not job.in_place:
+        if not job.in_place or job.rewrite:
             job.extents = self._extents(job)
         return True
 
@@ -432,7 +436,16 @@ class FileCopier:
             if job.failure is not None:
                 self.fail(job.failure)
                 return False
-            if not job.in_place:
+            if job.rewrite:
+                fd = job.fd_out
+                end = job.extents[-1][0] + job.extents[-1][1] if job.extents else 0
+                if end < job.size:
+                    os.ftruncate(fd, job.size)
+                if self.options.preserve:
+                    self._apply_attrs(job, fd)
+                if self.options.fsync:
+                    os.fsync(fd)
+            elif not job.in_place:
                 fd = job.fd_out
                 end = job.extents[-1][0] + job.extents[-1][1] if job.extents else 0
                 if end < job.size:
@@ -446,16 +459,11 @@ class FileCopier:
                 job.tmp = None
                 if self.options.fsync:
                     self.synced_dirs.add(os.path.dirname(job.target) or ".")
-            else:
-                old = job.old_st
-                if (self.options.preserve and old is not None
-                        and stat.S_ISREG(old.st_mode)):
-                    self._apply_attrs(job, job.fd_out)
-                if self.options.fsync:
-                    try:
-                        os.fsync(job.fd_out)
-                    except OSError:
-                        pass
+            elif self.options.fsync:
+                try:
+                    os.fsync(job.fd_out)
+                except OSError:
+                    pass
             return True
         except OSError as exc:
             self.fail(f"cannot create regular file {quote(job.dst)}: "
@@ -563,7 +571,8 @@ class SyncEngine:
             return
         self.stats.files += 1
         try:
-            if job.in_place or not fdio.is_positional(job.src_st):
+            if (job.in_place and not job.rewrite) or \
+                    not fdio.is_positional(job.src_st):
                 self._stream(job)
             else:
                 self._extents(job)

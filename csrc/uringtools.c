@@ -128,6 +128,11 @@ static int ut_reap(struct io_uring *ring, unsigned max, uint64_t *user_data,
 #define UT_STOP_END 0    /* every entry from pos on was chained */
 #define UT_STOP_OTHER 1  /* the entry at the new pos is not a small file */
 #define UT_STOP_FULL 2   /* the batch has no room for the entry at pos */
+#define UT_STOP_FAILED 3 /* the entry at the new pos could not be copied */
+
+struct ut_sync_calls {
+    uint64_t openat, read, write, close, unlink;
+};
 
 struct ut_dirent {
     uint64_t ino;
@@ -289,6 +294,14 @@ static void ut_sqe_fill(struct ut_sqe *s, uint8_t op, uint8_t flags, int32_t fd,
     s->user_data = user_data;
 }
 
+/* Whether entry e is a small regular file a chain (or ut_copy_fresh) takes. */
+static int ut_small_file(const struct ut_dirent *e, const struct ut_fresh *f)
+{
+    /* size 0 is not: it may be a /proc-like file */
+    return S_ISREG(e->mode) && e->size > 0 && e->size <= f->small_max
+        && (e->blocks * 512 >= e->size || f->keep_holes);
+}
+
 /* Describe chains openat(dst, O_CREAT) -> openat(src) -> read -> write for
  * the small regular files of d from pos on, into out (4 SQEs a chain), until
  * an entry that is not one, or the batch is full (f->room chains, buffer up
@@ -303,9 +316,8 @@ int ut_chain_fresh(const struct ut_dir *d, unsigned pos, struct ut_fresh *f,
     f->stop = UT_STOP_END;
     for (; pos < d->count; pos++, n++) {
         const struct ut_dirent *e = &d->ents[pos];
-        if (!S_ISREG(e->mode) || e->size <= 0 || e->size > f->small_max
-            || (e->blocks * 512 < e->size && !f->keep_holes)) {
-            f->stop = UT_STOP_OTHER;   /* size 0 too: a /proc-like file? */
+        if (!ut_small_file(e, f)) {
+            f->stop = UT_STOP_OTHER;
             break;
         }
         uint64_t need = ((uint64_t)e->size + 4095) & ~(uint64_t)4095;
@@ -337,6 +349,66 @@ int ut_chain_fresh(const struct ut_dir *d, unsigned pos, struct ut_fresh *f,
         f->user_data += 1 << UT_STEP_BITS;
         f->bytes += size;
     }
+    return (int)n;
+}
+
+/* Copy the small regular files of d from pos on with plain syscalls, in
+ * this thread, while the ring's workers carry the chains in flight: at most
+ * max files, through buf (f->small_max bytes). Each file is whole or not
+ * there: the copy stops before an entry that is not a small file
+ * (UT_STOP_OTHER) or whose copy fails (UT_STOP_FAILED; what it created is
+ * removed, and a chain then copies it and reports why, as for any other).
+ * Returns the number copied; their sizes are added to f->bytes and the
+ * syscalls made to calls. */
+int ut_copy_fresh(const struct ut_dir *d, unsigned pos, struct ut_fresh *f,
+                  unsigned max, char *buf, struct ut_sync_calls *calls)
+{
+    unsigned n = 0;
+
+    f->stop = UT_STOP_END;
+    for (; pos < d->count && n < max; pos++, n++) {
+        const struct ut_dirent *e = &d->ents[pos];
+        const char *name = d->names + e->name;
+        size_t size = (size_t)e->size;
+        int in, out, ok;
+
+        if (!ut_small_file(e, f)) {
+            f->stop = UT_STOP_OTHER;
+            break;
+        }
+        calls->openat++;
+        in = openat(f->src_dirfd, name, (int)f->open_src | O_CLOEXEC);
+        if (in < 0)
+            goto failed;
+        calls->openat++;
+        out = openat(f->dst_dirfd, name, (int)f->open_dst | O_CLOEXEC,
+                     e->mode & 0777 & ~f->umask);
+        if (out < 0) {
+            calls->close++;
+            close(in);
+            goto failed;
+        }
+        calls->read++;
+        ok = pread(in, buf, size, 0) == (ssize_t)size;
+        if (ok) {
+            calls->write++;
+            ok = pwrite(out, buf, size, 0) == (ssize_t)size;
+        }
+        calls->close += 2;
+        close(in);
+        if (close(out) != 0)
+            ok = 0;
+        if (!ok) {
+            /* ours (O_EXCL): nothing half-written stays */
+            calls->unlink++;
+            unlinkat(f->dst_dirfd, name, 0);
+            goto failed;
+        }
+        f->bytes += size;
+    }
+    return (int)n;
+failed:
+    f->stop = UT_STOP_FAILED;
     return (int)n;
 }
 

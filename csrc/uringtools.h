@@ -135,6 +135,17 @@ struct ut_fresh {
 #define UT_STOP_FULL ...
 int ut_chain_fresh(const struct ut_dir *d, unsigned pos, struct ut_fresh *f,
                    struct ut_sqe *out);
+#define UT_STOP_FAILED ...
+/* syscalls ut_copy_fresh made, by name */
+struct ut_sync_calls {
+    uint64_t openat;
+    uint64_t read;
+    uint64_t write;
+    uint64_t close;
+    uint64_t unlink;
+};
+int ut_copy_fresh(const struct ut_dir *d, unsigned pos, struct ut_fresh *f,
+                  unsigned max, char *buf, struct ut_sync_calls *calls);
 int ut_route_chains(const uint64_t *user_data, const int32_t *res, unsigned n,
                     unsigned per_region, int32_t *res_tab, uint8_t *step_tab,
                     unsigned *left);

@@ -1738,3 +1738,120 @@ def test_destination_symlink_into_source_like_gnu(
     assert (tmp / "ours" / "t" / "big").read_bytes() == first
     assert snapshot(tmp / "ours") == snapshot(tmp / "gnu")
     no_temps(tmp)
+
+
+# -- files copied by this thread while the ring's workers are busy --------------
+
+def _fresh_for(src: Path, dst: Path) -> Tuple[Any, Any]:
+    """A FreshDir over src -> dst and a ut_fresh set up as add_dir sets it."""
+    from uringtools import copybatch
+    from uringtools._uring import ffi
+
+    class Owner:
+        open_dirs = 0
+
+    d = copybatch.FreshDir(str(src), str(dst), False, Owner())  # type: ignore[arg-type]
+    f = ffi.new("struct ut_fresh *")
+    f.src_dirfd, f.dst_dirfd = d.src_fd, d.dst_fd
+    f.open_src = copybatch._OPEN_SRC | os.O_NOFOLLOW
+    f.open_dst = copybatch._OPEN_TMP
+    f.umask = copybatch.UMASK
+    f.small_max = copybatch.SMALL_MAX
+    f.keep_holes = 0
+    return d, f
+
+
+def test_copy_here_whole_files_or_nothing(tmp: Path) -> None:
+    """ut_copy_fresh, the C loop this thread copies with while the ring is
+    busy: a copied file is whole, with the source's mode less the umask; it
+    stops before an entry it cannot copy, leaving nothing of it (a file
+    already at the destination is not touched), and before one that is not
+    a small regular file."""
+    from uringtools import copybatch
+    from uringtools._uring import ffi, lib
+
+    src, dst = tmp / "src", tmp / "dst"
+    src.mkdir()
+    dst.mkdir()
+    data = {name: os.urandom(n) for name, n in
+            [("a", 5000), ("b", 100), ("c", 65536), ("d", 1), ("e", 70000),
+             ("t", 3000)]}
+    for name, content in data.items():
+        (src / name).write_bytes(content)
+    (src / "a").chmod(0o751)
+    (dst / "b").write_bytes(b"someone else's")    # created meanwhile
+    d, f = _fresh_for(src, dst)
+    order = [d.name(i) for i in range(d.count)]  # inode order
+    (src / "c").unlink()                          # vanished since the read
+    os.truncate(src / "t", 10)                    # shrank since the read
+    buf = ffi.new("char[]", copybatch.SMALL_MAX)
+    calls = ffi.new("struct ut_sync_calls *")
+    pos = 0
+    copied: List[str] = []
+    while pos < d.count:
+        f.bytes = 0
+        n = lib.ut_copy_fresh(d.entries, pos, f, 2, buf, calls)
+        copied += order[pos:pos + n]
+        assert f.bytes == sum(len(data[x]) for x in order[pos:pos + n])
+        pos += n
+        if pos == d.count:
+            break
+        name = order[pos]
+        if f.stop == lib.UT_STOP_FAILED:
+            assert name in ("b", "c", "t")
+        elif f.stop == lib.UT_STOP_OTHER:
+            assert name == "e"
+        else:
+            assert f.stop == lib.UT_STOP_END and n == 2
+            continue
+        pos += 1    # the chains' (or the walk's) turn
+    d.release()
+    assert sorted(copied) == ["a", "d"]
+    for name in copied:
+        assert (dst / name).read_bytes() == data[name]
+    assert stat.S_IMODE(os.stat(dst / "a").st_mode) == 0o751 & ~copybatch.UMASK
+    assert (dst / "b").read_bytes() == b"someone else's"
+    assert sorted(os.listdir(dst)) == ["a", "b", "d"]
+    assert calls.write == 2 and calls.read == 3
+    assert calls.unlink == 1     # t's copy, created then found short
+
+
+def test_files_copied_here_while_the_ring_is_busy(
+        tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forced: whenever both batches are in flight, this thread copies the
+    next files itself. Every file arrives whole; the ones that vanished
+    after the directory was read get GNU's message through the chains;
+    --stats counts the files and syscalls of each way."""
+    from uringtools import copybatch
+    from uringtools.copy import CopyOptions
+    from uringtools.copytree import copy_paths
+    from uringtools.stats import Stats
+
+    src = tmp / "d" / "sub"
+    src.mkdir(parents=True)
+    for i in range(400):
+        (src / f"keep{i:03d}").write_bytes(os.urandom(i * 150 % 66000 + 1))
+    for i in range(0, 400, 97):
+        (src / f"vanish{i}").write_bytes(b"v" * 1000)
+    gone = [f"vanish{i}" for i in range(0, 400, 97)]
+    monkeypatch.setattr(copybatch, "FreshDir", vanishing_after_read(*gone))
+    monkeypatch.setattr(copybatch.BatchCopier, "_oldest_running",
+                        lambda self: True)
+    errors: List[str] = []
+    stats = Stats(command="cp")
+    ok = copy_paths([str(tmp / "d")], str(tmp / "out"), stats=stats,
+                    options=CopyOptions(recursive=True), on_error=errors.append)
+    assert not ok
+    assert sorted(errors) == sorted(f"cannot stat '{src}/{name}': "
+                                    "No such file or directory" for name in gone)
+    out = tmp / "out" / "sub"
+    assert sorted(os.listdir(out)) == sorted(f"keep{i:03d}" for i in range(400))
+    for i in range(400):
+        assert (out / f"keep{i:03d}").read_bytes() == \
+            (src / f"keep{i:03d}").read_bytes()
+    here = stats.extra["files_copied_by_syscalls"]
+    assert 100 < here < 400
+    assert stats.files == 400
+    assert stats.syscalls["write"] == here
+    assert stats.syscalls["openat"] >= 2 * here
+    assert stats.bytes_written == sum(i * 150 % 66000 + 1 for i in range(400))

@@ -148,6 +148,10 @@ class _Walker:
         self.links: List[_Link] = []
         #: directory -> whether we may make files in it (see _dir_writable)
         self.writable_dirs: Dict[str, bool] = {}
+        #: directory path -> its (device, inode), see _entry; forgotten when
+        #: a symlink or special file replaces an entry (a path through a
+        #: replaced symlink may name another directory then)
+        self.dir_ids: Dict[str, Tuple[int, int]] = {}
         #: the top-level source and destination being copied
         self.top = ("", "")
         #: (device, inode, path) of the first directory the operand's copy
@@ -180,16 +184,22 @@ class _Walker:
             self.into_self = False
             yield from self.copy(src, dst, top=True)
 
-    @staticmethod
-    def _entry(path: str) -> Optional[Tuple[int, int, str]]:
+    def _entry(self, path: str) -> Optional[Tuple[int, int, str]]:
         """A directory entry as GNU's same_name sees it: the directory's
-        device and inode, and the last name (None if it cannot be stat'ed)."""
-        head, tail = os.path.split(path.rstrip("/") or path)
-        try:
-            st = os.stat(head or ".")
-        except OSError:
-            return None
-        return (st.st_dev, st.st_ino, tail)
+        device and inode, and the last name (None if it cannot be stat'ed).
+        Directories are stat'ed once: `cp f1 ... f5000 dir` asks three
+        times per operand about the same one."""
+        head, sep, tail = (path.rstrip("/") or path).rpartition("/")
+        # os.path.split's head, without its cost: "a//b" -> "a", "/x" -> "/"
+        head = (head.rstrip("/") or "/") if sep else "."
+        ident = self.dir_ids.get(head)
+        if ident is None:
+            try:
+                st = os.stat(head)
+            except OSError:
+                return None     # not remembered: it may be made later
+            ident = self.dir_ids[head] = (st.st_dev, st.st_ino)
+        return ident + (tail,)
 
     def _refused_as_same(self, src: str, src_sb: os.stat_result, dst: str,
                          dst_sb: Optional[os.stat_result],
@@ -671,6 +681,8 @@ class _Walker:
                 except OSError:
                     pass
             os.rename(tmp, dst)
+            if exists:
+                self.dir_ids.clear()
         except OSError as exc:
             try:
                 os.unlink(tmp)
@@ -694,6 +706,7 @@ class _Walker:
     def copy_special(self, src: str, dst: str, src_st: os.stat_result,
                      exists: bool) -> None:
         if exists:
+            self.dir_ids.clear()
             try:
                 os.unlink(dst)
             except FileNotFoundError:

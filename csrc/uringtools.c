@@ -169,6 +169,8 @@ struct ut_fresh {
     uint8_t *want_step;
     uint64_t bytes;
     int32_t stop;
+    int32_t check_dst;
+    uint64_t dst_checks;
 };
 
 struct ut_linux_dirent64 {
@@ -294,12 +296,23 @@ static void ut_sqe_fill(struct ut_sqe *s, uint8_t op, uint8_t flags, int32_t fd,
     s->user_data = user_data;
 }
 
-/* Whether entry e is a small regular file a chain (or ut_copy_fresh) takes. */
-static int ut_small_file(const struct ut_dirent *e, const struct ut_fresh *f)
+/* Whether entry e is a small regular file a chain (or ut_copy_fresh) takes:
+ * in a directory that existed before the run (f->check_dst), only if
+ * nothing has its name there yet (the tree walk looks at the others). */
+static int ut_small_file(const struct ut_dir *d, const struct ut_dirent *e,
+                         struct ut_fresh *f)
 {
+    struct stat st;
+
     /* size 0 is not: it may be a /proc-like file */
-    return S_ISREG(e->mode) && e->size > 0 && e->size <= f->small_max
-        && (e->blocks * 512 >= e->size || f->keep_holes);
+    if (!S_ISREG(e->mode) || e->size <= 0 || e->size > f->small_max
+        || (e->blocks * 512 < e->size && !f->keep_holes))
+        return 0;
+    if (!f->check_dst)
+        return 1;
+    f->dst_checks++;
+    return fstatat(f->dst_dirfd, d->names + e->name, &st,
+                   AT_SYMLINK_NOFOLLOW) != 0 && errno == ENOENT;
 }
 
 /* Describe chains openat(dst, O_CREAT) -> openat(src) -> read -> write for
@@ -316,7 +329,7 @@ int ut_chain_fresh(const struct ut_dir *d, unsigned pos, struct ut_fresh *f,
     f->stop = UT_STOP_END;
     for (; pos < d->count; pos++, n++) {
         const struct ut_dirent *e = &d->ents[pos];
-        if (!ut_small_file(e, f)) {
+        if (!ut_small_file(d, e, f)) {
             f->stop = UT_STOP_OTHER;
             break;
         }
@@ -372,7 +385,7 @@ int ut_copy_fresh(const struct ut_dir *d, unsigned pos, struct ut_fresh *f,
         size_t size = (size_t)e->size;
         int in, out, ok;
 
-        if (!ut_small_file(e, f)) {
+        if (!ut_small_file(d, e, f)) {
             f->stop = UT_STOP_OTHER;
             break;
         }

@@ -122,6 +122,9 @@ struct ut_fresh {
     uint8_t *want_step;
     uint64_t bytes;       /* sizes of the files chained (added to) */
     int32_t stop;         /* why it stopped: UT_STOP_* */
+    int32_t check_dst;    /* the destination directory existed: take only
+                             names not there yet */
+    uint64_t dst_checks;  /* fstatat calls made for that (added to) */
 };
 /* chain steps, in the low 3 bits of user_data */
 #define UT_STEP_OPEN_SRC ...

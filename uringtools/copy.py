@@ -556,7 +556,8 @@ class SyncEngine:
         self.view = memoryview(self.buf)
         self.zero = bytes(block_size)
 
-    def open_dir(self, src: str, dst: str, follow: bool) -> None:
+    def open_dir(self, src: str, dst: str, follow: bool,
+                 merge: bool = False) -> None:
         """No FreshDirs here: the walk copies entry by entry."""
         return None
 
@@ -796,12 +797,13 @@ class UringEngine:
             self.chains = BatchCopier(self.files, self.sync.copy_one)
         return self.chains
 
-    def open_dir(self, src: str, dst: str, follow: bool) -> Optional[FreshDir]:
+    def open_dir(self, src: str, dst: str, follow: bool,
+                 merge: bool = False) -> Optional[FreshDir]:
         """A FreshDir whose small files the chains copy with no Python per
         file (see :mod:`uringtools.copybatch`), or None."""
         if self.files.options.direct:
             return None
-        return self._chains().open_dir(src, dst, follow)
+        return self._chains().open_dir(src, dst, follow, merge)
 
     def run(self, jobs: Iterable[Union[FileJob, FreshDir, Barrier]]) -> None:
         """Copy ``jobs``: small new files as whole chains, in batches

@@ -118,15 +118,18 @@ class FreshDir:
         OSError: a directory cannot be opened or read.
     """
 
-    __slots__ = ("src", "dst", "src_fd", "dst_fd", "follow", "entries",
-                 "count", "pos", "refs", "owner", "announce")
+    __slots__ = ("src", "dst", "src_fd", "dst_fd", "follow", "merge",
+                 "entries", "count", "pos", "refs", "owner", "announce")
 
     def __init__(self, src: str, dst: str, follow: bool,
-                 owner: "BatchCopier") -> None:
+                 owner: "BatchCopier", merge: bool = False) -> None:
         #: the paths, each ending in "/"
         self.src = src if src.endswith("/") else src + "/"
         self.dst = dst if dst.endswith("/") else dst + "/"
         self.follow = follow
+        #: ``dst`` existed before the run: only names not there yet are
+        #: chained (checked in C), the others go through the tree walk
+        self.merge = merge
         self.src_fd = os.open(src, _OPEN_DIR)
         try:
             self.dst_fd = os.open(dst, _OPEN_DIR | os.O_NOFOLLOW)
@@ -355,10 +358,12 @@ class BatchCopier:
         self.left[batch.region] += 1
         self.used += need
 
-    def open_dir(self, src: str, dst: str, follow: bool) -> Optional[FreshDir]:
+    def open_dir(self, src: str, dst: str, follow: bool,
+                 merge: bool = False) -> Optional[FreshDir]:
         """A :class:`FreshDir` for ``src`` copied into ``dst`` (made by this
-        run), or None: the walk copies it entry by entry (too many
-        directories open, or one cannot be opened; the walk says why)."""
+        run, or ``merge``: one that existed), or None: the walk copies it
+        entry by entry (too many directories open, or one cannot be
+        opened; the walk says why)."""
         if not self.ready():
             return None
         if self.open_dirs >= self.dirs_max:
@@ -366,7 +371,7 @@ class BatchCopier:
             if self.open_dirs >= self.dirs_max:
                 return None  # a deep tree: its ancestors hold the rest
         try:
-            fresh = FreshDir(src, dst, follow, self)
+            fresh = FreshDir(src, dst, follow, self, merge)
         except OSError:
             return None
         self.stats.count("dirs_read_in_c")
@@ -383,6 +388,7 @@ class BatchCopier:
         f.umask = UMASK
         f.small_max = SMALL_MAX
         f.keep_holes = self.files.options.sparse == "never"
+        f.check_dst = d.merge
         per = self.max_files
         while d.pos < d.count:
             if (self.batch is None and len(self.flying) == FLYING
@@ -401,6 +407,7 @@ class BatchCopier:
             f.want_step = self.want_step + chain
             f.bytes = 0
             n = lib.ut_chain_fresh(d.entries, d.pos, f, self.scratch)
+            self._count_checks(f)
             if n:
                 ring = self.ring
                 assert ring is not None
@@ -439,6 +446,7 @@ class BatchCopier:
         f.bytes = 0
         n = lib.ut_copy_fresh(d.entries, d.pos, f, HERE_FILES, self.here_buf,
                               self.here_calls)
+        self._count_checks(f)
         if not n:
             return False
         if d.announce is not None:
@@ -457,6 +465,13 @@ class BatchCopier:
                 setattr(calls, name, 0)
         self.files.progress(done)
         return True
+
+    def _count_checks(self, f: object) -> None:
+        """Move the fstatat count of a merged directory's C calls to stats."""
+        checks = f.dst_checks  # type: ignore[attr-defined]
+        if checks:
+            self.stats.count_syscall("newfstatat", checks)
+            f.dst_checks = 0  # type: ignore[attr-defined]
 
     def launch(self) -> None:
         """Queue the current batch's chains and submit them (one enter)."""
@@ -637,6 +652,10 @@ class BatchCopier:
             self.files.fail(f"cannot stat {quote(src)}: "
                             f"{exc.strerror or os.strerror(exc.errno or 0)}")
             return None
+        if d.merge:
+            # a name that was free when chained: a temporary renamed there
+            return FileJob(src, dst, dst, st, None,
+                           st.st_mode & 0o777 & ~UMASK)
         return FileJob.fresh_file(src, dst, st)
 
     def drain(self) -> None:

@@ -92,6 +92,21 @@ def plan_operands(sources: Sequence[str], dest: Optional[str],
     return [(sources[0], dest)]
 
 
+def _link_target(path: str) -> str:
+    """The file symlink ``path`` leads to, named as the kernel reaches it:
+    each link's text from the directory of the link before ("d/../x"),
+    never an absolute path the user may not be allowed to walk (realpath
+    would need every directory above the current one to be searchable)."""
+    for _ in range(40):     # the kernel's limit; a loop was refused before
+        try:
+            link = os.readlink(path)
+        except OSError:
+            break           # not a symlink (any more)
+        path = link if link.startswith("/") else _join(
+            os.path.dirname(path) or ".", link)
+    return path
+
+
 def _unlink_refusal(path: str) -> int:
     """The errno unlink(2) would fail with on ``path``, or 0: its
     directory must be writable and searchable, and, if sticky, owned by
@@ -162,7 +177,7 @@ class _Walker:
         self.into_self = False
         #: the engine's FreshDir maker (its small files are chained with no
         #: Python per file), or None: every entry goes through the walk
-        self.open_dir: Optional[Callable[[str, str, bool],
+        self.open_dir: Optional[Callable[[str, str, bool, bool],
                                          Optional[FreshDir]]] = None
 
     def fail(self, message: str) -> None:
@@ -450,7 +465,7 @@ class _Walker:
                               f"{quote(dst)}")
                 return
             else:
-                target = os.path.realpath(dst)
+                target = _link_target(dst)
         if not stat.S_ISREG(mode) and opt.recursive:
             # GNU -R makes special files anew, -L or not (no --copy-contents)
             self.copy_special(src, dst, src_st, dst_lst is not None)
@@ -567,8 +582,8 @@ class _Walker:
             return
         opt = self.opt
         follow = bool(opt.dereference)
-        if created and self.open_dir is not None:
-            fresh = self.open_dir(src, dst, follow)
+        if self.open_dir is not None:
+            fresh = self.open_dir(src, dst, follow, not created)
             if fresh is not None:
                 if self.on_verbose is not None or self.on_total is not None:
                     fresh.announce = self._announce
@@ -607,7 +622,7 @@ class _Walker:
             fresh.pos = pos + 1
             name = fresh.name(pos)
             yield from self._child(fresh.src + name, fresh.dst + name,
-                                   fresh.follow, True)
+                                   fresh.follow, not fresh.merge)
             if self.into_self:
                 break
 

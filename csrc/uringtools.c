@@ -141,6 +141,7 @@ struct ut_dirent {
     uint32_t mode;
     uint32_t name;
     uint32_t name_len;
+    uint32_t link;
 };
 
 struct ut_dir {
@@ -190,7 +191,8 @@ void ut_dir_free(struct ut_dir *d)
     free(d);
 }
 
-static int ut_dir_add(struct ut_dir *d, uint64_t ino, const char *name)
+static int ut_dir_add(struct ut_dir *d, uint64_t ino, const char *name,
+                      int link)
 {
     size_t len = strlen(name);
     if (d->count == d->cap) {
@@ -216,6 +218,7 @@ static int ut_dir_add(struct ut_dir *d, uint64_t ino, const char *name)
     struct ut_dirent *e = &d->ents[d->count++];
     memset(e, 0, sizeof *e);
     e->ino = ino;
+    e->link = (uint32_t)link;
     e->name = (uint32_t)d->names_len;
     e->name_len = (uint32_t)len;
     memcpy(d->names + d->names_len, name, len + 1);
@@ -258,7 +261,18 @@ int ut_dir_read(int dirfd, int stat_flags, struct ut_dir **out)
             const char *name = de->d_name;
             if (name[0] == '.' && (name[1] == 0 || (name[1] == '.' && name[2] == 0)))
                 continue;
-            ret = ut_dir_add(d, de->d_ino, name);
+            /* followed (-L), a symlink is marked: it may lead to a file
+             * this run is writing, which the tree walk waits for; where
+             * the type is not given, lstat tells */
+            int link = 0;
+            if (!(stat_flags & AT_SYMLINK_NOFOLLOW)) {
+                struct stat lst;
+                link = de->d_type == DT_LNK
+                    || (de->d_type == DT_UNKNOWN
+                        && fstatat(dirfd, name, &lst, AT_SYMLINK_NOFOLLOW) == 0
+                        && S_ISLNK(lst.st_mode));
+            }
+            ret = ut_dir_add(d, de->d_ino, name, link);
             if (ret)
                 goto fail;
         }
@@ -305,7 +319,7 @@ static int ut_small_file(const struct ut_dir *d, const struct ut_dirent *e,
     struct stat st;
 
     /* size 0 is not: it may be a /proc-like file */
-    if (!S_ISREG(e->mode) || e->size <= 0 || e->size > f->small_max
+    if (e->link || !S_ISREG(e->mode) || e->size <= 0 || e->size > f->small_max
         || (e->blocks * 512 < e->size && !f->keep_holes))
         return 0;
     if (!f->check_dst)

@@ -94,6 +94,7 @@ struct ut_dirent {
     uint32_t mode;        /* 0: the stat failed (Python stats it again) */
     uint32_t name;        /* offset of the NUL-terminated name in names */
     uint32_t name_len;
+    uint32_t link;        /* a symlink, stat'ed through (-L) */
 };
 struct ut_dir {
     struct ut_dirent *ents;

@@ -1951,3 +1951,82 @@ def test_through_symlink_below_an_unsearchable_directory_like_gnu(
     assert (tmp / "locked" / "ours" / "x" / "file").read_bytes() == data
     assert snapshot(tmp / "locked" / "ours") == snapshot(tmp / "locked" / "gnu")
     no_temps(tmp)
+
+
+@pytest.mark.parametrize("args", [["f"], ["-p", "f"], ["-f", "f"]])
+def test_others_file_in_sticky_directory_rewritten_like_gnu(
+        tmp: Path, args: List[str]) -> None:
+    """As nobody, root's writable file in a sticky directory (as in /tmp):
+    a temporary could be made there but not renamed over root's file, so
+    it is rewritten in place, as GNU does. -p's refused times are GNU's
+    'preserving times', status 1."""
+    data = os.urandom(5000)
+    for root in gnu_and_ours_as_nobody(tmp):
+        (root / "st").mkdir(parents=True)
+        (root / "st").chmod(0o1777)
+        (root / "st" / "f").write_bytes(b"old")
+        (root / "st" / "f").chmod(0o666)
+        (root / "f").write_bytes(data)
+        (root / "f").chmod(0o644)
+    argv = [*args, "st/f"]
+    gnu = gcp(*argv, cwd=tmp / "gnu", prefix=NOBODY)
+    ours = ucp(*argv, cwd=tmp / "ours", prefix=NOBODY)
+    same_messages(ours, gnu)
+    assert (tmp / "ours" / "st" / "f").read_bytes() == data
+    assert snapshot(tmp / "ours") == snapshot(tmp / "gnu")
+    no_temps(tmp)
+
+
+@pytest.mark.parametrize("case", ["operands", "deref", "deref-new"])
+def test_sources_this_run_wrote_are_read_finished_like_gnu(
+        tmp: Path, case: str) -> None:
+    """A source that is a file this run is writing: an operand inside an
+    earlier directory operand's copy (`cp -r a D/a/f1 D`), or, under -L, a
+    symlink to a file the walk replaced or made (in a new directory, where
+    files are written under their own names). GNU, one file at a time,
+    reads the new content, whole; ours used to read the old one, or the
+    part written so far (both in flight)."""
+    for base in ("gnu", "ours"):
+        root = tmp / base
+        if case == "operands":
+            (root / "a").mkdir(parents=True)
+            (root / "D" / "a").mkdir(parents=True)
+            for i in (1, 3, 5):
+                (root / "a" / f"f{i}").write_bytes(f"new{i}".encode() * 999)
+                (root / "D" / "a" / f"f{i}").write_bytes(f"old{i}".encode())
+        else:
+            (root / "s").mkdir(parents=True)
+            if case == "deref":
+                (root / "D" / "s").mkdir(parents=True)
+            else:
+                (root / "D").mkdir(parents=True)
+            for i in (1, 2, 3):
+                (root / "s" / f"a{i}").write_bytes(f"new{i}".encode() * 9999)
+                if case == "deref":
+                    (root / "D" / "s" / f"a{i}").write_bytes(f"old{i}".encode())
+            os.symlink("../D/s/a2", root / "s" / "l")
+    args = (["-r", "a", "D/a/f1", "D/a/f3", "D/a/f5", "D"] if case == "operands"
+            else ["-rL", "s", "D"])
+    gnu = gcp(*args, cwd=tmp / "gnu")
+    ours = ucp(*args, cwd=tmp / "ours")
+    same_messages(ours, gnu)
+    assert snapshot(tmp / "ours") == snapshot(tmp / "gnu")
+    if case == "operands":
+        assert (tmp / "ours" / "D" / "f3").read_bytes() == b"new3" * 999
+    else:
+        assert (tmp / "ours" / "D" / "s" / "l").read_bytes() == b"new2" * 9999
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_sparse_always_from_a_pipe_like_gnu(tmp: Path, engine: str) -> None:
+    """--sparse=always with a stream source (a pipe): zero pieces become
+    holes too, and the file still ends at its full size."""
+    data = bytes(1 << 20) + b"x" + bytes(300_000)
+    for tool, name in ((GNU_CP, "gnu"), (URING_CP, "ours")):
+        extra = ["--engine", engine] if name == "ours" else []
+        res = subprocess.run([tool, *extra, "--sparse=always", "/dev/stdin", name],
+                             input=data, cwd=tmp, capture_output=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+    assert (tmp / "ours").read_bytes() == data
+    assert os.stat(tmp / "ours").st_blocks == os.stat(tmp / "gnu").st_blocks
+    assert os.stat(tmp / "ours").st_blocks < 100

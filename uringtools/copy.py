@@ -441,8 +441,8 @@ class FileCopier:
                 end = job.extents[-1][0] + job.extents[-1][1] if job.extents else 0
                 if end < job.size:
                     os.ftruncate(fd, job.size)
-                if self.options.preserve:
-                    self._apply_attrs(job, fd)
+                if self.options.preserve and not self._preserve_in_place(job):
+                    return False
                 if self.options.fsync:
                     os.fsync(fd)
             elif not job.in_place:
@@ -471,6 +471,24 @@ class FileCopier:
             return False
         finally:
             self.release(job, close=close)
+
+    def _preserve_in_place(self, job: FileJob) -> bool:
+        """-p on a file rewritten in place (maybe someone else's): GNU's
+        order and messages, times first; False (reported) if refused."""
+        fd, st = job.fd_out, job.src_st
+        try:
+            os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+        except OSError as exc:
+            self.fail(f"preserving times for {quote(job.dst)}: {_strerror(exc)}")
+            return False
+        try:
+            os.fchmod(fd, preserved_mode(
+                st, lambda: os.fchown(fd, st.st_uid, st.st_gid)))
+        except OSError as exc:
+            self.fail(f"preserving permissions for {quote(job.dst)}: "
+                      f"{_strerror(exc)}")
+            return False
+        return True
 
     def _apply_attrs(self, job: FileJob, fd: int) -> None:
         st = job.src_st
@@ -544,6 +562,12 @@ def _write_error(job: FileJob, code: int) -> str:
 
 # -- engines ------------------------------------------------------------------
 
+def _hole_size(fd: int) -> int:
+    """--sparse=always: GNU's hole size, the destination's st_blksize (512
+    where a filesystem reports none)."""
+    return os.fstat(fd).st_blksize or 512
+
+
 class SyncEngine:
     """pread/pwrite loop, one file after another: the baseline."""
 
@@ -585,6 +609,9 @@ class SyncEngine:
     def _stream(self, job: FileJob) -> None:
         """Read to end of file (pipes, /proc files, devices as sources)."""
         stats = self.stats
+        # --sparse=always into a new file: holes as from a regular source
+        hole = (_hole_size(job.fd_out) if not job.in_place
+                and self.files.options.sparse == "always" else 0)
         while True:
             try:
                 # fdio.read_into is annotated bytearray; any writable
@@ -598,6 +625,8 @@ class SyncEngine:
             try:
                 if job.in_place:
                     fdio.write_all(job.fd_out, self.view[:n], stats)
+                elif hole:
+                    self._pwrite_data(job, self.view[:n], job.size, hole)
                 else:
                     self._pwrite(job, self.view[:n], job.size)
             except OSError as exc:
@@ -605,7 +634,8 @@ class SyncEngine:
                 return
             job.size += n
             self.files.progress(n)
-        job.extents = [(0, job.size)] if job.size else []
+        # with holes, finish() extends the file to its size
+        job.extents = [(0, job.size)] if job.size and not hole else []
         if job.in_place:
             job.size = 0
 
@@ -626,8 +656,7 @@ class SyncEngine:
         job.size = job.size  # the length stat gave; a shrinking file ends early
         direct = self.files.options.direct and bool(
             fcntl.fcntl(job.fd_in, fcntl.F_GETFL) & os.O_DIRECT)
-        # --sparse=always: GNU's hole size, the destination's st_blksize
-        hole = os.fstat(job.fd_out).st_blksize if always else 0
+        hole = _hole_size(job.fd_out) if always else 0
         for start, length in list(job.extents):
             off, end = start, start + length
             while off < end:

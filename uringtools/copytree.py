@@ -161,8 +161,8 @@ class _Walker:
         #: -> their copy
         self.dir_copies: Dict[Tuple[int, int], str] = {}
         self.links: List[_Link] = []
-        #: directory -> whether we may make files in it (see _dir_writable)
-        self.writable_dirs: Dict[str, bool] = {}
+        #: directory -> who may replace files in it (see _replaceable)
+        self.writable_dirs: Dict[str, int] = {}
         #: directory path -> its (device, inode), see _entry; forgotten when
         #: a symlink or special file replaces an entry (a path through a
         #: replaced symlink may name another directory then)
@@ -193,7 +193,13 @@ class _Walker:
 
     def operands(self, pairs: List[Tuple[str, str]]) -> Iterator[Job]:
         self.multi = len(pairs) > 1
+        dirs = 0
         for src, dst in pairs:
+            if len(self.dir_copies) != dirs:
+                # the files of the directory copied just before are in
+                # place before this operand is read (`cp -r a D/a/f D`)
+                dirs = len(self.dir_copies)
+                yield BARRIER
             self.top = (src, dst)
             self.first_made = None
             self.into_self = False
@@ -262,15 +268,29 @@ class _Walker:
             return (src_to.st_dev, src_to.st_ino) != (dst_to.st_dev, dst_to.st_ino)
         return False
 
-    def _dir_writable(self, path: str) -> bool:
-        """Whether a file can be made beside ``path`` (asked once per
-        directory: overwriting a tree asks for each of its files)."""
+    def _replaceable(self, path: str, st: os.stat_result) -> bool:
+        """Whether a temporary made beside ``path`` (whose stat is ``st``)
+        can be renamed over it: its directory takes new files and, if
+        sticky, is ours or holds a file of ours (root may do anything).
+        Each directory is asked once: overwriting a tree asks for each of
+        its files."""
         head = os.path.dirname(path) or "."
-        writable = self.writable_dirs.get(head)
-        if writable is None:
-            writable = self.writable_dirs[head] = os.access(
-                head, os.W_OK | os.X_OK)
-        return writable
+        info = self.writable_dirs.get(head)
+        if info is None:
+            owner = -1          # sticky: only this owner (and root) may
+            if os.access(head, os.W_OK | os.X_OK):
+                try:
+                    dir_st = os.stat(head)
+                except OSError:
+                    dir_st = None
+                euid = os.geteuid()
+                if dir_st is not None and dir_st.st_mode & stat.S_ISVTX \
+                        and euid not in (0, dir_st.st_uid):
+                    owner = euid
+                else:
+                    owner = 0   # anyone
+            info = self.writable_dirs[head] = owner
+        return info == 0 or (info > 0 and st.st_uid == info)
 
     def _made(self, dst: str, kind: str) -> None:
         """Remember what a top-level operand made at ``dst``."""
@@ -338,7 +358,12 @@ class _Walker:
                   else (top and not opt.recursive))
         if src_st is None:
             try:
-                src_st = os.stat(src) if follow else os.lstat(src)
+                src_st = os.lstat(src)
+                if follow and stat.S_ISLNK(src_st.st_mode):
+                    # it may lead to a file this run is writing: GNU, one
+                    # file at a time, finds it finished (size included)
+                    yield BARRIER
+                    src_st = os.stat(src)
             except OSError as exc:
                 self.fail(f"cannot stat {quote(src)}: {_err(exc)}")
                 return
@@ -502,9 +527,10 @@ class _Walker:
                 target = dst
             else:
                 job_mode = old.st_mode & 0o7777
-                # no temporary can be made beside a file in a directory we
-                # may not write: written in place, as GNU writes every file
-                in_place = not self._dir_writable(target)
+                # no temporary can replace a file in a directory we may
+                # not write (or sticky, not ours): written in place, as
+                # GNU writes every file
+                in_place = not self._replaceable(target, old)
         if self.on_total is not None:
             self.on_total(src_st.st_size)
         if not announced:
@@ -642,7 +668,10 @@ class _Walker:
         """Copy directory entry ``s`` to ``d``; ``created``: its directory
         was made by this run."""
         try:
-            st = os.stat(s) if follow else os.lstat(s)
+            st = os.lstat(s)
+            if follow and stat.S_ISLNK(st.st_mode):
+                yield BARRIER     # as in copy(): what this run wrote, done
+                st = os.stat(s)
         except OSError as exc:
             self.fail(f"cannot stat {quote(s)}: {_err(exc)}")
             return

@@ -2030,3 +2030,25 @@ def test_sparse_always_from_a_pipe_like_gnu(tmp: Path, engine: str) -> None:
     assert (tmp / "ours").read_bytes() == data
     assert os.stat(tmp / "ours").st_blocks == os.stat(tmp / "gnu").st_blocks
     assert os.stat(tmp / "ours").st_blocks < 100
+
+
+def test_verbose_lines_and_errors_in_gnu_order_on_one_pipe(tmp: Path) -> None:
+    """-v with stdout and stderr on the same pipe: GNU flushes its -v lines
+    before each error message, so they interleave in the order they
+    happened; ours were held until the end (or 8 KiB)."""
+    (tmp / "a").write_bytes(b"a" * 100)
+    (tmp / "b").write_bytes(b"b" * 100)
+    os.symlink("a", tmp / "a2")
+    for base in ("gnu", "ours"):
+        (tmp / base).mkdir()
+    outs = {}
+    for tool, base in ((GNU_CP, "gnu"), (URING_CP, "ours")):
+        res = subprocess.run(
+            [tool, "-v", "a", "missing", "b", "a", base],
+            cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            env=ENV, timeout=60)
+        assert res.returncode == 1
+        outs[base] = res.stdout.decode().replace("uring-cp:", "cp:") \
+            .replace("ours", "gnu")
+    assert outs["ours"] == outs["gnu"]
+    assert outs["gnu"].index("missing") < outs["gnu"].index("'b' ->")

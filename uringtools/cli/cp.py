@@ -216,6 +216,16 @@ def run_cp(operands: Sequence[str], *, archive: bool = False,
             out = _VerboseOut()
             on_verbose = out.line
 
+        def on_error(message: str) -> None:
+            if out is not None:
+                out.flush()     # as GNU's error() flushes stdout first
+            reporter.error(None, message)
+
+        def on_warning(message: str) -> None:
+            if out is not None:
+                out.flush()
+            reporter.say(message)
+
         def work(engine: str) -> bool:
             nonlocal bar
             assert settings is not None
@@ -229,8 +239,7 @@ def run_cp(operands: Sequence[str], *, archive: bool = False,
                               target_directory=target_directory,
                               no_target_directory=no_target_directory,
                               stats=stats,
-                              on_error=lambda msg: reporter.error(None, msg),
-                              on_warning=reporter.say,
+                              on_error=on_error, on_warning=on_warning,
                               on_verbose=on_verbose, **extra)
 
         try:

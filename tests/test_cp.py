@@ -2052,3 +2052,27 @@ def test_verbose_lines_and_errors_in_gnu_order_on_one_pipe(tmp: Path) -> None:
             .replace("ours", "gnu")
     assert outs["ours"] == outs["gnu"]
     assert outs["gnu"].index("missing") < outs["gnu"].index("'b' ->")
+
+
+@pytest.mark.parametrize("size", [70_000, 2_000_000])
+def test_archive_link_after_a_refused_dangling_symlink_like_gnu(
+        tmp: Path, size: int) -> None:
+    """-a, two names of one file, the first refused (a dangling symlink at
+    its destination): GNU forgets that copy and copies the second name as
+    a file. Ours used to link the second name to the dangling symlink,
+    taking the refused destination for the first copy."""
+    data = os.urandom(size)
+    for base in ("gnu", "ours"):
+        root = tmp / base
+        (root / "src").mkdir(parents=True)
+        (root / "dst").mkdir()
+        (root / "src" / "big").write_bytes(data)
+        os.link(root / "src" / "big", root / "src" / "big2")
+        os.symlink("nowhere", root / "dst" / "big")
+    args = ["-a", "src/big", "src/big2", "dst"]
+    gnu = gcp(*args, cwd=tmp / "gnu")
+    ours = ucp(*args, cwd=tmp / "ours")
+    same_messages(ours, gnu)
+    assert gnu.returncode == 1
+    assert (tmp / "ours" / "dst" / "big2").read_bytes() == data
+    assert snapshot(tmp / "ours") == snapshot(tmp / "gnu")

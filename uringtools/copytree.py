@@ -92,6 +92,10 @@ def plan_operands(sources: Sequence[str], dest: Optional[str],
     return [(sources[0], dest)]
 
 
+def _ident(st: Optional[os.stat_result]) -> Optional[Tuple[int, int]]:
+    return None if st is None else (st.st_dev, st.st_ino)
+
+
 def _link_target(path: str) -> str:
     """The file symlink ``path`` leads to, named as the kernel reaches it:
     each link's text from the directory of the link before ("d/../x"),
@@ -156,7 +160,8 @@ class _Walker:
         #: its first copy goes and what was there before (see _first_made);
         #: and the links to make once copies are in place
         self.link_first: Dict[Tuple[int, int],
-                              Tuple[str, Optional[Tuple[int, int]]]] = {}
+                              Tuple[str, Optional[Tuple[int, int]],
+                                    Optional[Tuple[int, int]]]] = {}
         #: (device, inode) of the source directories copied as operands
         #: -> their copy
         self.dir_copies: Dict[Tuple[int, int], str] = {}
@@ -475,7 +480,7 @@ class _Walker:
             self.fail(f"cannot overwrite directory {quote(dst)} "
                       "with non-directory")
             return
-        if self._linked(src, dst, src_st, follow, dst_st):
+        if self._linked(src, dst, src_st, follow, dst_lst, dst_st):
             return
         if stat.S_ISLNK(mode):
             self.copy_symlink(src, dst, src_st, dst_lst is not None)
@@ -678,7 +683,7 @@ class _Walker:
         if created and S_ISREG(st.st_mode):
             # GNU's shortcut: nothing exists yet in a directory this run
             # made, so there is no destination to look at
-            if self._linked(s, d, st, follow, None):
+            if self._linked(s, d, st, follow, None, None):
                 return
             if self.on_total is not None:
                 self.on_total(st.st_size)
@@ -785,18 +790,19 @@ class _Walker:
             self.fail(f"preserving times for {quote(path)}: {_err(exc)}")
 
     def _linked(self, src: str, dst: str, src_st: os.stat_result,
-                follow: bool, dst_st: Optional[os.stat_result]) -> bool:
+                follow: bool, dst_lst: Optional[os.stat_result],
+                dst_st: Optional[os.stat_result]) -> bool:
         """GNU -a: whether ``src`` was met before (another hard link, or
         the same file through symlinks under -L), so ``dst`` becomes a link
         to its first copy (made by :meth:`make_links`). Remembers it if not,
-        with what ``dst_st`` (the file the copy replaces) was."""
+        with what was at ``dst`` (``dst_lst``) and what a copy through a
+        symlink there would replace (``dst_st``)."""
         if not self.opt.preserve_links or not (src_st.st_nlink > 1 or follow):
             return False
         key = (src_st.st_dev, src_st.st_ino)
         first = self.link_first.get(key)
         if first is None:
-            before = None if dst_st is None else (dst_st.st_dev, dst_st.st_ino)
-            self.link_first[key] = (dst, before)
+            self.link_first[key] = (dst, _ident(dst_lst), _ident(dst_st))
             return False
         self.verbose(src, dst)
         self.links.append(_Link(first[0], dst, src, src_st, follow, key))
@@ -804,17 +810,23 @@ class _Walker:
 
     def _first_made(self, key: Tuple[int, int]) -> bool:
         """Whether the first copy of a linked source is in place: a copy
-        never writes a file in place, so a name still missing, or still
-        naming the file it had before, means that copy failed."""
-        first, before = self.link_first[key]
+        replaces what it writes (by a rename), so a name still missing, or
+        still naming what it had before, and through a symlink the same
+        file as before, means that copy failed (a dangling symlink it
+        refused, say)."""
+        first, before, before_through = self.link_first[key]
         try:
-            try:
-                st = os.stat(first)
-            except OSError:
-                st = os.lstat(first)     # a copied symlink, dangling
+            lst = os.lstat(first)
         except OSError:
             return False
-        return before is None or (st.st_dev, st.st_ino) != before
+        if before is None or _ident(lst) != before:
+            return True
+        if not stat.S_ISLNK(lst.st_mode):
+            return False
+        try:
+            return _ident(os.stat(first)) != before_through
+        except OSError:
+            return False     # still dangling
 
     def make_links(self, run: Callable[[Iterable[Job]], None]) -> None:
         """-a: the hard links to first copies, now that those are in place

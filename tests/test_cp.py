@@ -2076,3 +2076,24 @@ def test_archive_link_after_a_refused_dangling_symlink_like_gnu(
     assert gnu.returncode == 1
     assert (tmp / "ours" / "dst" / "big2").read_bytes() == data
     assert snapshot(tmp / "ours") == snapshot(tmp / "gnu")
+
+
+def test_copy_into_an_existing_subdirectory_of_the_source_like_gnu(
+        tmp: Path) -> None:
+    """`cp -r src/. src/sub`, sub made after the files: the files copied
+    into sub (an existing directory: written under their own names) are
+    read again as sources when the walk reaches sub. GNU finds them whole;
+    ours read them while in flight (some missing or short)."""
+    data = [os.urandom(60_000) for _ in range(200)]
+    for base in ("gnu", "ours"):
+        src = tmp / base / "src"
+        src.mkdir(parents=True)
+        for i, content in enumerate(data):
+            (src / f"f{i:03d}").write_bytes(content)
+        (src / "sub").mkdir()
+    gnu = gcp("-r", "src/.", "src/sub", cwd=tmp / "gnu")
+    ours = ucp("-r", "src/.", "src/sub", cwd=tmp / "ours")
+    same_messages(ours, gnu)
+    assert gnu.returncode == 1
+    assert len(os.listdir(tmp / "ours" / "src" / "sub" / "sub")) == 200
+    assert snapshot(tmp / "ours") == snapshot(tmp / "gnu")

@@ -166,6 +166,9 @@ class _Walker:
         #: -> their copy
         self.dir_copies: Dict[Tuple[int, int], str] = {}
         self.links: List[_Link] = []
+        #: (device, inode) of the existing directories files are copied
+        #: into: met as a source, they are read once those files are done
+        self.merged_dirs: Set[Tuple[int, int]] = set()
         #: directory -> who may replace files in it (see _replaceable)
         self.writable_dirs: Dict[str, int] = {}
         #: directory path -> its (device, inode), see _entry; forgotten when
@@ -575,6 +578,10 @@ class _Walker:
             # -L: a symlink back to a directory being copied (GNU's words)
             self.fail(f"cannot copy cyclic symbolic link {quote(src)}")
             return
+        if key in self.merged_dirs:
+            # a directory this run copies files into, now read as a source
+            # (`cp -r d/. d/sub`): GNU finds those files whole
+            yield BARRIER
         self.ancestors.add(key)
         try:
             yield from self._copy_dir(src, dst, src_st, top)
@@ -611,6 +618,8 @@ class _Walker:
             self.fail(f"cannot overwrite non-directory {quote(dst)} "
                       f"with directory {quote(src)}")
             return
+        else:
+            self.merged_dirs.add((dst_st.st_dev, dst_st.st_ino))
         opt = self.opt
         follow = bool(opt.dereference)
         if self.open_dir is not None:

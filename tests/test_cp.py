@@ -926,6 +926,15 @@ def make_troubled(root: Path) -> None:
                 p.chmod(0o644)
 
 
+def unlock_troubled(*roots: Path) -> None:
+    """Make make_troubled's locked directory (and its copies) searchable
+    again, so the trees can be compared and removed."""
+    for root in roots:
+        locked = root / "s2" / "locked"
+        if locked.exists():
+            locked.chmod(0o755)
+
+
 @pytest.mark.parametrize("who", ["root", "nobody"])
 @pytest.mark.parametrize("flag", ["-r", "-rL"])
 def test_new_directories_with_troubled_entries_like_gnu(tmp: Path, who: str,
@@ -950,11 +959,7 @@ def test_new_directories_with_troubled_entries_like_gnu(tmp: Path, who: str,
     assert sorted(err) == sorted(gnu.stderr.decode().splitlines())
     if who == "nobody":
         assert any("secret" in line for line in err)
-    for base in ("ours", "gnu"):
-        locked = tmp / base / "d" / "s2" / "locked"
-        if locked.exists():
-            locked.chmod(0o755)
-    (tmp / "d" / "s2" / "locked").chmod(0o755)
+    unlock_troubled(tmp / "ours" / "d", tmp / "gnu" / "d", tmp / "d")
     assert snapshot(tmp / "ours") == snapshot(tmp / "gnu")
     stats = json_stats(ours)
     assert stats["extra"]["dirs_read_in_c"] >= 8
@@ -1911,11 +1916,7 @@ def test_merge_into_existing_directories_like_gnu(tmp: Path, who: str,
     assert sorted(err) == sorted(gnu.stderr.decode().splitlines())
     if "-rv" in flags:
         assert ours.stdout.decode().replace("ours", "gnu") == gnu.stdout.decode()
-    for base in ("ours", "gnu"):
-        locked = tmp / base / "s2" / "locked"
-        if locked.exists():
-            locked.chmod(0o755)
-    (tmp / "d" / "s2" / "locked").chmod(0o755)
+    unlock_troubled(tmp / "ours", tmp / "gnu", tmp / "d")
     assert snapshot(tmp / "ours") == snapshot(tmp / "gnu")
     stats = json_stats(ours)
     assert stats["extra"]["dirs_read_in_c"] >= 6

@@ -2098,3 +2098,34 @@ def test_copy_into_an_existing_subdirectory_of_the_source_like_gnu(
     assert gnu.returncode == 1
     assert len(os.listdir(tmp / "ours" / "src" / "sub" / "sub")) == 200
     assert snapshot(tmp / "ours") == snapshot(tmp / "gnu")
+
+
+@pytest.mark.parametrize("attr", ["+i", "+a"])
+@pytest.mark.parametrize("size", [3000, 2_000_000])
+def test_force_onto_immutable_or_append_only_file_like_gnu(
+        tmp: Path, attr: str, size: int) -> None:
+    """-f -v onto a file chattr made immutable or append-only (root): GNU's
+    unlink is refused, 'cannot remove', and no 'removed' line; the file
+    is kept."""
+    if os.geteuid() != 0 or not shutil.which("chattr"):
+        pytest.skip("needs root and chattr")
+    data = os.urandom(size)
+    targets = []
+    for base in ("gnu", "ours"):
+        (tmp / base).mkdir()
+        (tmp / base / "s").write_bytes(data)
+        (tmp / base / "x").write_bytes(b"old")
+        if subprocess.run(["chattr", attr, str(tmp / base / "x")],
+                          capture_output=True).returncode:
+            pytest.skip(f"chattr {attr} refused on this filesystem")
+        targets.append(tmp / base / "x")
+    try:
+        gnu = gcp("-fv", "s", "x", cwd=tmp / "gnu")
+        ours = ucp("-fv", "s", "x", cwd=tmp / "ours")
+        same_messages(ours, gnu)
+        assert gnu.returncode == 1
+        assert (tmp / "ours" / "x").read_bytes() == b"old"
+    finally:
+        for t in targets:
+            subprocess.run(["chattr", "-" + attr[1:], str(t)])
+    no_temps(tmp)

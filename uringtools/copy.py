@@ -454,7 +454,16 @@ class FileCopier:
                 if self.options.fsync:
                     os.fsync(fd)
                 if not job.fresh:
-                    os.rename(job.tmp, job.target)  # type: ignore[arg-type]
+                    try:
+                        os.rename(job.tmp, job.target)  # type: ignore[arg-type]
+                    except PermissionError as exc:
+                        if not (self.options.force and job.old_st is not None):
+                            raise
+                        # an append-only file: GNU's open fails, then -f's
+                        # unlink
+                        self.fail(f"cannot remove {quote(job.dst)}: "
+                                  f"{_strerror(exc)}")
+                        return False
                 self.temps.discard(job.tmp)  # type: ignore[arg-type]
                 job.tmp = None
                 if self.options.fsync:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import sys
 from stat import S_ISREG
 TYPE_CHECKING = False  # typing costs ~13 ms of start-up: annotations only
 if TYPE_CHECKING:
@@ -130,7 +131,28 @@ def _unlink_refusal(path: str) -> int:
         return exc.errno or errno.EACCES
     if dir_st.st_mode & stat.S_ISVTX and euid not in (0, owner, dir_st.st_uid):
         return errno.EPERM
-    return 0
+    return errno.EPERM if _immutable(path) else 0
+
+
+def _immutable(path: str) -> bool:
+    """Whether ``path`` is immutable or append-only (chattr +i / +a), which
+    not even root may unlink; False where that cannot be asked."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+                     | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        # FS_IOC_GETFLAGS; the kernel fills an int
+        flags = fcntl.ioctl(fd, 0x80086601, bytes(8))
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    # FS_IMMUTABLE_FL | FS_APPEND_FL
+    return bool(int.from_bytes(flags[:4], sys.byteorder) & 0x30)
 
 
 class _Walker:

@@ -436,20 +436,17 @@ class FileCopier:
             if job.failure is not None:
                 self.fail(job.failure)
                 return False
-            if job.rewrite:
-                fd = job.fd_out
+            fd = job.fd_out
+            if job.rewrite or not job.in_place:
                 end = job.extents[-1][0] + job.extents[-1][1] if job.extents else 0
                 if end < job.size:
-                    os.ftruncate(fd, job.size)
+                    os.ftruncate(fd, job.size)   # a hole at the end
+            if job.rewrite:
                 if self.options.preserve and not self._preserve_in_place(job):
                     return False
                 if self.options.fsync:
                     os.fsync(fd)
             elif not job.in_place:
-                fd = job.fd_out
-                end = job.extents[-1][0] + job.extents[-1][1] if job.extents else 0
-                if end < job.size:
-                    os.ftruncate(fd, job.size)
                 self._apply_attrs(job, fd)
                 if self.options.fsync:
                     os.fsync(fd)

@@ -36,16 +36,22 @@ work) to issue the create. A chain failing after the create (an unreadable
 source) has its empty file removed like any other failed chain's.
 
 Two batches are in flight at a time: the kernel runs one while the tree walk
-plans the next. When both are in flight and the older has not finished, this
-thread does not wait: it copies the next files of the directory itself, with
-plain syscalls in one C call per few files (:meth:`BatchCopier._copy_here`).
-On tmpfs no read or write completes inline (tmpfs has no RWF_NOWAIT), so the
+plans the next. The ring is set up without DEFER_TASKRUN, so an io-wq worker
+that finishes the O_CREAT open runs the rest of the chain itself, on the other
+core, instead of waiting for this thread to enter the kernel.
+
+When both batches are in flight and the older has not finished, this thread
+does not wait: it copies the next files of the directory itself, with plain
+syscalls in one C call per few files (:meth:`BatchCopier._copy_here`). On
+tmpfs no read or write completes inline (tmpfs has no RWF_NOWAIT), so the
 ring's whole gain is the io-wq worker copying on the other core; this thread
 copying meanwhile makes it two cores against GNU's one (10k x 4 KiB: 1.49x
 GNU's wall before, about 1.07x after, bench/README.md). --stats counts those
-files (``files_copied_by_syscalls``) and their syscalls. The ring is set up without DEFER_TASKRUN, so an io-wq worker
-that finishes the O_CREAT open runs the rest of the chain itself, on the other
-core, instead of waiting for this thread to enter the kernel.
+files (``files_copied_by_syscalls``) and their syscalls.
+
+A directory that existed before the run (a FreshDir with ``merge``) is
+handled alike, but only names not there yet are chained or copied (one
+fstatat each, in C); the others go back to the tree walk.
 """
 
 from __future__ import annotations

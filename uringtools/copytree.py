@@ -112,28 +112,6 @@ def _link_target(path: str) -> str:
     return path
 
 
-def _unlink_refusal(path: str) -> int:
-    """The errno unlink(2) would fail with on ``path``, or 0: its
-    directory must be writable and searchable, and, if sticky, owned by
-    us or hold a file of ours (root may do anything)."""
-    head = os.path.dirname(path) or "."
-    if not os.access(head, os.W_OK | os.X_OK):
-        try:
-            read_only = os.statvfs(head).f_flag & os.ST_RDONLY
-        except OSError:
-            read_only = 0
-        return errno.EROFS if read_only else errno.EACCES
-    euid = os.geteuid()
-    try:
-        dir_st = os.stat(head)
-        owner = os.lstat(path).st_uid
-    except OSError as exc:
-        return exc.errno or errno.EACCES
-    if dir_st.st_mode & stat.S_ISVTX and euid not in (0, owner, dir_st.st_uid):
-        return errno.EPERM
-    return errno.EPERM if _immutable(path) else 0
-
-
 def _immutable(path: str) -> bool:
     """Whether ``path`` is immutable or append-only (chattr +i / +a), which
     not even root may unlink; False where that cannot be asked."""
@@ -191,8 +169,9 @@ class _Walker:
         #: (device, inode) of the existing directories files are copied
         #: into: met as a source, they are read once those files are done
         self.merged_dirs: Set[Tuple[int, int]] = set()
-        #: directory -> who may replace files in it (see _replaceable)
-        self.writable_dirs: Dict[str, int] = {}
+        #: directory -> (errno refusing every change in it, or 0; the one
+        #: owner whose files may be replaced there, 0: any), _replace_refusal
+        self.dir_rules: Dict[str, Tuple[int, int]] = {}
         #: directory path -> its (device, inode), see _entry; forgotten when
         #: a symlink or special file replaces an entry (a path through a
         #: replaced symlink may name another directory then)
@@ -298,29 +277,36 @@ class _Walker:
             return (src_to.st_dev, src_to.st_ino) != (dst_to.st_dev, dst_to.st_ino)
         return False
 
-    def _replaceable(self, path: str, st: os.stat_result) -> bool:
-        """Whether a temporary made beside ``path`` (whose stat is ``st``)
-        can be renamed over it: its directory takes new files and, if
-        sticky, is ours or holds a file of ours (root may do anything).
-        Each directory is asked once: overwriting a tree asks for each of
-        its files."""
+    def _replace_refusal(self, path: str, st: os.stat_result) -> int:
+        """The errno with which ``path`` (owned as ``st`` says) could not be
+        unlinked or renamed over, or 0: its directory must take new files
+        and, if sticky, be ours or hold a file of ours (root may do
+        anything). Each directory is asked once: overwriting a tree asks
+        for each of its files."""
         head = os.path.dirname(path) or "."
-        info = self.writable_dirs.get(head)
-        if info is None:
-            owner = -1          # sticky: only this owner (and root) may
-            if os.access(head, os.W_OK | os.X_OK):
+        rule = self.dir_rules.get(head)
+        if rule is None:
+            if not os.access(head, os.W_OK | os.X_OK):
+                try:
+                    read_only = os.statvfs(head).f_flag & os.ST_RDONLY
+                except OSError:
+                    read_only = 0
+                rule = (errno.EROFS if read_only else errno.EACCES, 0)
+            else:
                 try:
                     dir_st = os.stat(head)
-                except OSError:
-                    dir_st = None
-                euid = os.geteuid()
-                if dir_st is not None and dir_st.st_mode & stat.S_ISVTX \
-                        and euid not in (0, dir_st.st_uid):
-                    owner = euid
+                except OSError as exc:
+                    rule = (exc.errno or errno.EACCES, 0)
                 else:
-                    owner = 0   # anyone
-            info = self.writable_dirs[head] = owner
-        return info == 0 or (info > 0 and st.st_uid == info)
+                    euid = os.geteuid()
+                    sticky = dir_st.st_mode & stat.S_ISVTX \
+                        and euid not in (0, dir_st.st_uid)
+                    rule = (0, euid if sticky else 0)
+            self.dir_rules[head] = rule
+        refusal, only_owner = rule
+        if not refusal and only_owner and st.st_uid != only_owner:
+            refusal = errno.EPERM
+        return refusal
 
     def _made(self, dst: str, kind: str) -> None:
         """Remember what a top-level operand made at ``dst``."""
@@ -546,7 +532,9 @@ class _Walker:
                 self.verbose(src, dst)
                 if self._source_refused(src, mode):
                     return
-                refusal = _unlink_refusal(dst)
+                assert dst_lst is not None   # as old is: the name exists
+                refusal = self._replace_refusal(dst, dst_lst) or (
+                    errno.EPERM if _immutable(dst) else 0)
                 if refusal:
                     self.fail(f"cannot remove {quote(dst)}: "
                               f"{os.strerror(refusal)}")
@@ -560,7 +548,7 @@ class _Walker:
                 # no temporary can replace a file in a directory we may
                 # not write (or sticky, not ours): written in place, as
                 # GNU writes every file
-                in_place = not self._replaceable(target, old)
+                in_place = bool(self._replace_refusal(target, old))
         if self.on_total is not None:
             self.on_total(src_st.st_size)
         if not announced:

@@ -517,7 +517,10 @@ class _Walker:
         announced = False
         if old is not None:
             if not stat.S_ISREG(old.st_mode):
+                # a FIFO or device is opened by its name, through any
+                # symlinks: /dev/stdout's last link names "pipe:[N]"
                 in_place = True
+                target = dst
             elif not opt.force and not os.access(target, os.W_OK):
                 self.verbose(src, dst)    # GNU's line comes first
                 if not self._source_refused(src, mode):

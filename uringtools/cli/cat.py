@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import os
-import _signal as signal  # not `signal`: its enums cost ~5 ms
 import sys
 TYPE_CHECKING = False  # typing costs ~13 ms of start-up: annotations only
 if TYPE_CHECKING:
@@ -19,10 +18,9 @@ if TYPE_CHECKING:
 from ..cat import WriteError, cat_files
 from ..catfmt import CatFormat
 from ..stats import Stats
-from .common import (LazyCommand, Reporter, Settings, die_of_signal,
+from .common import (LazyCommand, Reporter, Settings, broken_pipe,
                      emit_stats, guard_std_fds, run_main, short_flags,
-                     stats_options,
-                     with_engine)
+                     stats_options, with_engine)
 
 PROG = "uring-cat"
 
@@ -57,7 +55,7 @@ def run_cat(files: Sequence[str], fmt: CatFormat, settings: Settings,
             with_engine(settings, reporter, stats, work)
         except WriteError as exc:
             if exc.errno == errno.EPIPE:
-                die_of_signal(signal.SIGPIPE)
+                broken_pipe()
             reporter.error(None, f"write error: {exc.strerror}")
         emit_stats(settings, stats)
         if 0 in closed and "-" in names:

@@ -19,6 +19,11 @@ from ..stats import Stats
 if TYPE_CHECKING:
     T = TypeVar("T")
 
+#: SIGPIPE was ignored when we were started (``trap '' PIPE``; the C
+#: launcher tells us, cli/launch.py): a reader gone is then GNU's "write
+#: error: Broken pipe", status 1, instead of death by SIGPIPE.
+SIGPIPE_IGNORED = False
+
 DEFAULT_BLOCK_SIZE = 128 * 1024
 DEFAULT_QUEUE_DEPTH = 4
 _SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
@@ -114,7 +119,26 @@ def click_main(command: Any, prog: str) -> None:
         raise SystemExit(1)
     except click.Abort:
         raise SystemExit(1)
+    except OSError as exc:
+        if not _raised_in_click(exc):
+            raise
+        # --help or --version could not be written (``>&-``, a reader gone)
+        if exc.errno == errno.EPIPE:
+            broken_pipe()
+        sys.stdout = None      # nothing more to flush at exit
+        sys.stderr.write(f"{prog}: write error: {strerror(exc.errno or 0)}\n")
+        sys.stderr.flush()
+        raise SystemExit(1)
     raise SystemExit(code if isinstance(code, int) else 0)
+
+
+def _raised_in_click(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised in Click's own code (its output)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and str(
+        tb.tb_frame.f_globals.get("__name__", "")).startswith("click.")
 
 
 def short_flags(argv: Sequence[str],
@@ -270,6 +294,14 @@ def die_of_signal(signum: int) -> None:
     os._exit(128 + signum)  # in case the signal is blocked
 
 
+def broken_pipe() -> None:
+    """A write found no reader: die of SIGPIPE, quietly, as GNU tools do;
+    unless the caller ignored SIGPIPE, then return (the caller reports
+    EPIPE as any other write error)."""
+    if not SIGPIPE_IGNORED:
+        die_of_signal(signal.SIGPIPE)
+
+
 def _on_sigterm(signum: int, frame: Any) -> None:
     raise Terminated()
 
@@ -299,7 +331,8 @@ def run_main(reporter: Reporter, body: Callable[[], int]) -> None:
     SIGPIPE kills us silently (141), Ctrl-C is 130, SIGTERM 143, after the
     body's own clean-up has run; anything else unexpected is one line.
     """
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    if not SIGPIPE_IGNORED:
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         status = body()
@@ -310,8 +343,8 @@ def run_main(reporter: Reporter, body: Callable[[], int]) -> None:
         die_of_signal(signal.SIGTERM)
         raise SystemExit(143)
     except BrokenPipeError:
-        die_of_signal(signal.SIGPIPE)
-        raise SystemExit(141)
+        broken_pipe()
+        reporter.fail(f"write error: {strerror(errno.EPIPE)}")
     except MemoryError:
         reporter.fail("memory exhausted")
     raise SystemExit(status)
@@ -363,4 +396,5 @@ def strerror(code: int) -> str:
 
 __all__ = ["LazyCommand", "short_flags", "stats_options", "Settings", "engine_options",
            "Reporter", "run_main", "with_engine", "emit_stats",
-           "guard_std_fds", "die_of_signal", "Terminated", "strerror", "errno"]
+           "guard_std_fds", "die_of_signal", "broken_pipe", "Terminated",
+           "strerror", "errno"]

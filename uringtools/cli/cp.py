@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 
 from ..copy import CopyOptions, quote
 from ..stats import Stats
+from . import common
 from .common import (LazyCommand, Reporter, Settings, emit_stats,
                      guard_std_fds, run_main, short_flags, stats_options,
                      with_engine)
@@ -39,7 +40,8 @@ class _VerboseOut:
     A closed stdout (``>&-``: fd 1 holds /dev/null read-only) or a full disk
     does not stop the copy; :meth:`close` reports the first error once, as
     GNU's close_stdout does (``write error: Bad file descriptor``, status 1).
-    EPIPE propagates as BrokenPipeError: run_main dies of SIGPIPE like GNU.
+    EPIPE propagates as BrokenPipeError (run_main dies of SIGPIPE like
+    GNU), unless SIGPIPE was ignored: then it is one more write error.
     """
 
     def __init__(self) -> None:
@@ -65,9 +67,9 @@ class _VerboseOut:
             return
         try:
             fdio.write_all(1, memoryview(data))
-        except BrokenPipeError:
-            raise
         except OSError as exc:
+            if isinstance(exc, BrokenPipeError) and not common.SIGPIPE_IGNORED:
+                raise     # run_main dies of SIGPIPE like GNU
             self.error = exc
 
     def close(self, reporter: Reporter) -> None:

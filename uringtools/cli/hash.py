@@ -17,6 +17,7 @@ from ..checkfile import (CheckLine, CheckParser, format_line, format_status,
 from ..hashing import (ALGORITHMS, DEFAULT_ALGORITHM, Algorithm, HashResult,
                        get_algorithm, hash_files, probe)
 from ..stats import Stats
+from . import common
 from .common import (LazyCommand, Reporter, Settings, emit_stats,
                      guard_std_fds, run_main, short_flags, stats_options,
                      with_engine)
@@ -48,10 +49,11 @@ _STDOUT = _Stdout()
 def _out(data: bytes) -> None:
     try:
         fdio.write_all(1, memoryview(data))
-    except BrokenPipeError:
-        raise   # run_main dies of SIGPIPE, quietly
     except OSError as exc:
-        _STDOUT.failure = exc
+        if isinstance(exc, BrokenPipeError) and not common.SIGPIPE_IGNORED:
+            raise   # run_main dies of SIGPIPE, quietly
+        if _STDOUT.failure is None:
+            _STDOUT.failure = exc
 
 
 def _out_status(reporter: Reporter) -> None:
@@ -88,20 +90,25 @@ def _plural(n: int, one: str, many: str) -> str:
 
 
 def _read_check_lines(name: str, reporter: Reporter) -> Optional[List[bytes]]:
-    """The raw lines of a check file ('-' is stdin); None after a read error."""
+    """The raw lines of a check file ('-' is stdin); None after an error,
+    reported as GNU does: the reason when it cannot be opened, only "read
+    error" when it cannot be read (a directory opens, then fails to read)."""
+    shown = quotef("standard input" if name == "-" else name)
     try:
-        if name == "-":
-            with os.fdopen(0, "rb", closefd=False) as stream:
-                return stream.readlines()
-        with open(name, "rb") as stream:
-            return stream.readlines()
+        stream = (os.fdopen(0, "rb", closefd=False) if name == "-"
+                  else open(name, "rb"))
     except IsADirectoryError:
-        # GNU opens it, then fails to read: "NAME: read error"
-        reporter.error(None, f"{quotef(name)}: read error")
+        reporter.error(None, f"{shown}: read error")
         return None
     except OSError as exc:
-        reporter.error(quotef(name), exc.strerror or str(exc))
+        reporter.error(shown, exc.strerror or str(exc))
         return None
+    with stream:
+        try:
+            return stream.readlines()
+        except OSError:
+            reporter.error(None, f"{shown}: read error")
+            return None
 
 
 def _no_results() -> Results:

@@ -1,0 +1,117 @@
+/* The installed commands uring-cat, uring-cp, uring-hash and uringtools.
+ *
+ * Two things are lost once Python starts, before any of our code runs:
+ * Python cannot start at all with a directory on fd 0, 1 or 2 ("Fatal
+ * Python error: init_sys_streams"), where GNU cat says "cat: -: Is a
+ * directory"; and it sets SIGPIPE to SIG_IGN, so a caller's `trap '' PIPE`
+ * (after which GNU tools report "write error: Broken pipe") cannot be told
+ * from the default (die of the signal).  This launcher runs first: it
+ * parks a directory found on fd 0-2 above fd 2, with /dev/null in its
+ * place, notes that and an ignored SIGPIPE in URINGTOOLS_LAUNCH, and runs
+ * the Python half, `_uringtools COMMAND ARGS...`, installed beside it (pip
+ * points its #! line at the environment's python).
+ * uringtools/cli/launch.py reads the note and puts the directories back.
+ *
+ * Built by setup.py once per command, with -DCOMMAND="uring-cat" etc.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#ifndef COMMAND
+#error "build with -DCOMMAND='\"uring-cat\"' (or uring-cp, uring-hash, uringtools)"
+#endif
+
+#define ENTRY "_uringtools"
+#define NOTE "URINGTOOLS_LAUNCH"
+
+/* "sigpipe=ignored 0=3 ..." into note: what Python will not see itself. */
+static void take_note(char *note, size_t size)
+{
+    struct sigaction old;
+    size_t used = 0;
+
+    note[0] = '\0';
+    if (sigaction(SIGPIPE, NULL, &old) == 0 && old.sa_handler == SIG_IGN)
+        used += snprintf(note + used, size - used, "sigpipe=ignored ");
+    for (int fd = 0; fd < 3; fd++) {
+        struct stat st;
+        if (fstat(fd, &st) != 0 || !S_ISDIR(st.st_mode))
+            continue;
+        int parked = fcntl(fd, F_DUPFD, 3);     /* inherited: no CLOEXEC */
+        if (parked < 0)
+            continue;       /* Python will refuse to start, as without us */
+        int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+        if (null < 0 || dup2(null, fd) < 0) {
+            close(parked);
+            if (null >= 0)
+                close(null);
+            continue;
+        }
+        if (null != fd)
+            close(null);    /* below 3 only if that std fd was closed: again */
+        used += snprintf(note + used, size - used, "%d=%d ", fd, parked);
+    }
+}
+
+/* The path of _uringtools: beside this executable (symlinks resolved). */
+static char *entry_path(const char *argv0)
+{
+    size_t size = 4096;
+    for (;;) {
+        char *path = malloc(size + sizeof ENTRY);
+        if (path == NULL)
+            return NULL;
+        ssize_t n = readlink("/proc/self/exe", path, size);
+        if (n < 0 && strchr(argv0, '/') != NULL) {
+            /* no /proc: the name we were run by */
+            n = (ssize_t)strlen(argv0);
+            if ((size_t)n < size)
+                memcpy(path, argv0, (size_t)n);
+        }
+        if (n < 0) {
+            free(path);
+            return NULL;
+        }
+        if ((size_t)n < size) {
+            path[n] = '\0';
+            char *slash = strrchr(path, '/');
+            strcpy(slash != NULL ? slash + 1 : path, ENTRY);
+            return path;
+        }
+        free(path);
+        size *= 2;
+    }
+}
+
+int main(int argc, char **argv)
+{
+    char note[64];
+    char *entry;
+    char **args;
+
+    take_note(note, sizeof note);
+    if (note[0] != '\0')
+        setenv(NOTE, note, 1);
+    else
+        unsetenv(NOTE);
+    entry = entry_path(argc > 0 ? argv[0] : "");
+    args = calloc((size_t)argc + 3, sizeof *args);    /* NULL-ended */
+    if (entry == NULL || args == NULL) {
+        fprintf(stderr, "%s: cannot find %s: %s\n", COMMAND, ENTRY,
+                strerror(errno));
+        return 127;
+    }
+    args[0] = entry;
+    args[1] = COMMAND;
+    for (int i = 1; i < argc; i++)
+        args[i + 1] = argv[i];
+    execv(entry, args);
+    fprintf(stderr, "%s: cannot run %s: %s\n", COMMAND, entry, strerror(errno));
+    return errno == ENOENT ? 127 : 126;
+}

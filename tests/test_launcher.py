@@ -1,0 +1,257 @@
+"""The installed commands are C launchers (csrc/launcher.c) in front of
+Python: what Python alone gets wrong at start-up, compared with GNU.
+
+- A directory on stdin, stdout or stderr: Python cannot start ("Fatal
+  Python error: init_sys_streams"); GNU reports it like any bad file.
+- SIGPIPE ignored by the caller (``trap '' PIPE``): Python ignores it
+  anyway, so it cannot tell; GNU then reports "write error: Broken pipe"
+  with status 1 instead of dying of the signal.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+from typing import List, Optional
+
+import pytest
+
+from conftest import BIN, ENV, URING_CAT, URINGTOOLS, no_traceback
+
+URING_HASH = str(BIN / "uring-hash")
+URING_CP = str(BIN / "uring-cp")
+DATA = b"".join(b"line %d\n" % i for i in range(50000))   # > a pipe's buffer
+
+
+def _ours(gnu: bytes) -> bytes:
+    """GNU's messages as ours read: `cat:` -> `uring-cat:`."""
+    for tool, ours in ((b"cat: ", b"uring-cat: "), (b"cp: ", b"uring-cp: "),
+                       (b"sha256sum: ", b"uring-hash: ")):
+        gnu = gnu.replace(tool, ours)
+    return gnu
+
+
+def _run(argv: List[str], *, stdin: Optional[int] = None,
+         stdout: Optional[int] = None, stderr: Optional[int] = None,
+         sigpipe_ignored: bool = False, cwd: Optional[Path] = None
+         ) -> subprocess.CompletedProcess:
+    # restore_signals=False: the child inherits this Python's ignored SIGPIPE
+    return subprocess.run(argv, stdin=stdin, stdout=stdout,
+                          stderr=subprocess.PIPE if stderr is None else stderr,
+                          env=ENV, cwd=cwd, timeout=60,
+                          restore_signals=not sigpipe_ignored)
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    path = tmp_path / "data"
+    path.write_bytes(DATA)
+    return path
+
+
+def _dir_fd(path: Path) -> int:
+    return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
+@pytest.mark.parametrize("ours, gnu", [
+    ([URING_CAT], ["cat"]),
+    ([URING_CAT, "-"], ["cat", "-"]),
+    ([URINGTOOLS, "cat"], ["cat"]),
+    ([URING_HASH], ["sha256sum"]),
+    ([URING_HASH, "-c"], ["sha256sum", "-c"]),
+    ([URING_HASH, "-c", "-"], ["sha256sum", "-c", "-"]),
+], ids=lambda a: " ".join(Path(x).name for x in a))
+def test_stdin_a_directory_like_gnu(tmp_path: Path, ours: List[str],
+                                    gnu: List[str]) -> None:
+    fd = _dir_fd(tmp_path)
+    try:
+        got = _run(ours, stdin=fd, stdout=subprocess.PIPE)
+        want = _run(gnu, stdin=fd, stdout=subprocess.PIPE)
+    finally:
+        os.close(fd)
+    no_traceback(got.stderr)
+    assert got.stderr.replace(b"uringtools cat:", b"uring-cat:") \
+        == _ours(want.stderr)
+    assert (got.returncode, got.stdout) == (want.returncode, want.stdout)
+    assert got.returncode == 1
+
+
+def test_stdin_a_directory_between_files_like_gnu(tmp_path: Path,
+                                                  data: Path) -> None:
+    """The files around `-` are still copied, in order."""
+    fd = _dir_fd(tmp_path)
+    try:
+        got = _run([URING_CAT, str(data), "-", str(data)], stdin=fd,
+                   stdout=subprocess.PIPE)
+        want = _run(["cat", str(data), "-", str(data)], stdin=fd,
+                    stdout=subprocess.PIPE)
+    finally:
+        os.close(fd)
+    assert got.stdout == want.stdout == DATA * 2
+    assert got.stderr == _ours(want.stderr) == b"uring-cat: -: Is a directory\n"
+    assert got.returncode == want.returncode == 1
+
+
+@pytest.mark.parametrize("args", [["DATA"], ["--help"], ["-n", "DATA"]])
+def test_stdout_a_directory_like_gnu(tmp_path: Path, data: Path,
+                                     args: List[str]) -> None:
+    """A directory opened for reading as stdout (``1< dir``): every write
+    fails with EBADF: "write error: Bad file descriptor", status 1."""
+    argv = [str(data) if a == "DATA" else a for a in args]
+    fd = _dir_fd(tmp_path)
+    try:
+        got = _run([URING_CAT, *argv], stdout=fd)
+        want = _run(["cat", *argv], stdout=fd)
+    finally:
+        os.close(fd)
+    no_traceback(got.stderr)
+    assert got.stderr == _ours(want.stderr)
+    assert got.stderr == b"uring-cat: write error: Bad file descriptor\n"
+    assert got.returncode == want.returncode == 1
+
+
+def test_hash_stdout_a_directory(tmp_path: Path, data: Path) -> None:
+    """GNU sha256sum says only "write error" (stdio loses the reason);
+    ours gives it, as GNU cat does. Same status."""
+    fd = _dir_fd(tmp_path)
+    try:
+        got = _run([URING_HASH, str(data)], stdout=fd)
+        want = _run(["sha256sum", str(data)], stdout=fd)
+    finally:
+        os.close(fd)
+    assert want.stderr == b"sha256sum: write error\n"
+    assert got.stderr == b"uring-hash: write error: Bad file descriptor\n"
+    assert got.returncode == want.returncode == 1
+
+
+def test_stderr_a_directory_like_gnu(tmp_path: Path) -> None:
+    """Nothing can be said; the status still tells."""
+    fd = _dir_fd(tmp_path)
+    try:
+        for argv in (["/nonexistent"], [str(tmp_path)]):
+            got = _run([URING_CAT, *argv], stdout=subprocess.PIPE, stderr=fd)
+            want = _run(["cat", *argv], stdout=subprocess.PIPE, stderr=fd)
+            assert got.returncode == want.returncode == 1
+            assert got.stdout == want.stdout == b""
+    finally:
+        os.close(fd)
+
+
+def _closed_pipe() -> int:
+    """The write end of a pipe whose reader is gone."""
+    r, w = os.pipe()
+    os.close(r)
+    return w
+
+
+@pytest.mark.parametrize("ours, gnu", [
+    ([URING_CAT, "DATA"], ["cat", "DATA"]),
+    ([URING_CAT, "--engine", "sync", "DATA"], ["cat", "DATA"]),
+    ([URING_CAT, "-n", "DATA"], ["cat", "-n", "DATA"]),
+    ([URINGTOOLS, "cat", "DATA"], ["cat", "DATA"]),
+    ([URING_CP, "DATA", "/dev/stdout"], ["cp", "DATA", "/dev/stdout"]),
+    ([URING_CP, "-v", "DATA", "COPY"], ["cp", "-v", "DATA", "COPY"]),
+], ids=lambda a: " ".join(Path(x).name for x in a))
+def test_sigpipe_ignored_like_gnu(tmp_path: Path, data: Path,
+                                  ours: List[str], gnu: List[str]) -> None:
+    """``trap '' PIPE``: the write error is reported, status 1."""
+    def argv(args: List[str], copy: str) -> List[str]:
+        return [str(data) if a == "DATA" else
+                str(tmp_path / copy) if a == "COPY" else a for a in args]
+
+    w = _closed_pipe()
+    try:
+        got = _run(argv(ours, "ours"), stdout=w, sigpipe_ignored=True)
+        want = _run(argv(gnu, "gnu"), stdout=w, sigpipe_ignored=True)
+    finally:
+        os.close(w)
+    no_traceback(got.stderr)
+    assert got.stderr.replace(b"uringtools cat:", b"uring-cat:") \
+        == _ours(want.stderr)
+    assert b"Broken pipe" in got.stderr
+    assert got.returncode == want.returncode == 1
+    if "COPY" in ours:   # -v's line is lost, the copy is made
+        assert (tmp_path / "ours").read_bytes() == DATA
+
+
+def test_hash_sigpipe_ignored(data: Path) -> None:
+    """GNU sha256sum: "write error" (stdio loses the reason), status 1."""
+    w = _closed_pipe()
+    try:
+        got = _run([URING_HASH, str(data), str(data)], stdout=w,
+                   sigpipe_ignored=True)
+        want = _run(["sha256sum", str(data), str(data)], stdout=w,
+                    sigpipe_ignored=True)
+    finally:
+        os.close(w)
+    assert want.stderr == b"sha256sum: write error\n"
+    assert got.stderr == b"uring-hash: write error: Broken pipe\n"
+    assert got.returncode == want.returncode == 1
+
+
+@pytest.mark.parametrize("ours, gnu", [
+    ([URING_CAT, "DATA"], ["cat", "DATA"]),
+    ([URING_HASH, "DATA"], ["sha256sum", "DATA"]),
+    ([URING_CP, "DATA", "/dev/stdout"], ["cp", "DATA", "/dev/stdout"]),
+], ids=lambda a: " ".join(Path(x).name for x in a))
+def test_sigpipe_default_still_kills_quietly(data: Path, ours: List[str],
+                                             gnu: List[str]) -> None:
+    w = _closed_pipe()
+    try:
+        got = _run([str(data) if a == "DATA" else a for a in ours], stdout=w)
+        want = _run([str(data) if a == "DATA" else a for a in gnu], stdout=w)
+    finally:
+        os.close(w)
+    assert got.returncode == want.returncode == -signal.SIGPIPE
+    assert got.stderr == want.stderr == b""
+
+
+def test_cp_into_dev_stdout_pipe_like_gnu(tmp_path: Path, data: Path) -> None:
+    """/dev/stdout's last link names "pipe:[N]", no path: the FIFO is opened
+    through the links, as GNU opens it."""
+    outs = []
+    for tool in (URING_CP, "cp"):
+        res = subprocess.run(f"{tool} {data} /dev/stdout | cat", shell=True,
+                             capture_output=True, env=ENV, timeout=60)
+        assert res.returncode == 0 and res.stderr == b""
+        outs.append(res.stdout)
+    assert outs[0] == outs[1] == DATA
+
+
+def test_launcher_followed_through_a_symlink(tmp_path: Path, data: Path) -> None:
+    link = tmp_path / "my-cat"
+    link.symlink_to(URING_CAT)
+    res = _run([str(link), str(data)], stdout=subprocess.PIPE)
+    assert (res.returncode, res.stdout, res.stderr) == (0, DATA, b"")
+
+
+def test_launcher_without_its_python_half(tmp_path: Path) -> None:
+    """A launcher copied away from _uringtools says so, status 127."""
+    lone = tmp_path / "uring-cat"
+    shutil.copy2(URING_CAT, lone)
+    res = _run([str(lone), "/dev/null"], stdout=subprocess.PIPE)
+    assert res.returncode == 127
+    assert res.stderr == (f"uring-cat: cannot run {tmp_path}/_uringtools: "
+                          "No such file or directory\n").encode()
+
+
+def test_stray_note_moves_nothing(data: Path) -> None:
+    """A note the launcher did not write (a variable left in the caller's
+    environment) moves only parked directories: here it names stdout as
+    stdin's parked copy, and stdin is still read."""
+    env = dict(ENV, URINGTOOLS_LAUNCH="0=1 2=7")
+    with open(data, "rb") as stdin:
+        res = subprocess.run([str(BIN / "_uringtools"), "uring-cat"],
+                             env=env, stdin=stdin, capture_output=True,
+                             timeout=60)
+    assert (res.returncode, res.stdout, res.stderr) == (0, DATA, b"")
+
+
+def test_unknown_command_for_the_python_half() -> None:
+    res = subprocess.run([str(BIN / "_uringtools"), "uring-mv"], env=ENV,
+                         capture_output=True, timeout=60)
+    assert res.returncode == 2
+    assert res.stderr.startswith(b"_uringtools: unknown command 'uring-mv'")

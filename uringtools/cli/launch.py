@@ -1,0 +1,56 @@
+"""The Python half of the installed commands.
+
+``uring-cat`` and the others are small C launchers (csrc/launcher.c) that
+run ``_uringtools COMMAND ARGS...``. They note in ``URINGTOOLS_LAUNCH``
+what Python hides from us: a directory on fd 0-2 (Python cannot start with
+one there, so the launcher parks it above fd 2 behind /dev/null) and a
+SIGPIPE the caller ignored (Python ignores it anyway).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+
+from . import common
+
+NOTE = "URINGTOOLS_LAUNCH"
+
+#: launcher name -> (module, function)
+COMMANDS = {
+    "uring-cat": ("uringtools.cli.cat", "main"),
+    "uring-cp": ("uringtools.cli.cp", "main"),
+    "uring-hash": ("uringtools.cli.hash", "main"),
+    "uringtools": ("uringtools.cli", "main"),
+}
+
+
+def take_note(note: str) -> None:
+    """Act on the launcher's note: put parked directories back on their
+    std fds; remember an ignored SIGPIPE."""
+    for word in note.split():
+        key, _, value = word.partition("=")
+        if key == "sigpipe" and value == "ignored":
+            common.SIGPIPE_IGNORED = True
+        elif key in ("0", "1", "2") and value.isdigit():
+            parked = int(value)
+            try:
+                if not stat.S_ISDIR(os.fstat(parked).st_mode):
+                    continue     # not what the launcher left: leave it
+                os.dup2(parked, int(key))
+                os.close(parked)
+            except OSError:
+                continue
+
+
+def main() -> None:
+    """Run the command the launcher names in ``sys.argv[1]``."""
+    take_note(os.environ.pop(NOTE, ""))
+    command = sys.argv.pop(1) if len(sys.argv) > 1 else ""
+    if command not in COMMANDS:
+        sys.stderr.write(f"_uringtools: unknown command {command!r}; "
+                         f"run one of {', '.join(COMMANDS)}\n")
+        raise SystemExit(2)
+    module, function = COMMANDS[command]
+    getattr(__import__(module, fromlist=[function]), function)()

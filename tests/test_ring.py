@@ -366,3 +366,61 @@ def test_fault_plan_injects_errors_and_short_requests(tmp_path: Path) -> None:
     with pytest.raises(OSError) as info:
         check(results[1], "src")
     assert info.value.errno == errno.EIO
+
+
+def _iowq_bounded(ring: Ring) -> int:
+    """The calling thread's io-wq cap for bounded work, as the kernel has it
+    (zeros ask without changing it)."""
+    from uringtools._uring import ffi, lib
+
+    values = ffi.new("unsigned[2]", [0, 0])
+    assert lib.io_uring_register_iowq_max_workers(ring._ring, values) == 0
+    return values[0]
+
+
+def test_worker_cap_follows_the_ring_that_asks_last() -> None:
+    """The cap belongs to the thread's io-wq, shared by its rings (cp -r's
+    chain ring wants 1 per other core, the splicer 2): each ring asks
+    before use and gets its own again, and a cap already set costs no
+    call. In a new thread: a new io-wq, nothing cached."""
+    import threading
+
+    failures: list = []
+
+    def body() -> None:
+        try:
+            _worker_caps()
+        except BaseException as exc:   # reported in the test's thread
+            failures.append(exc)
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    thread.join(60)
+    if failures:
+        raise failures[0]
+
+
+def _worker_caps() -> None:
+    chains, splicer = Ring(8, stats=Stats()), Ring(8, stats=Stats())
+    try:
+        assert chains.limit_workers(1) and _iowq_bounded(chains) == 1
+        assert splicer.limit_workers(2) and _iowq_bounded(chains) == 2
+        assert chains.limit_workers(1) and _iowq_bounded(splicer) == 1
+        calls = []
+        real = ringmod.lib
+
+        class Spy:
+            def __getattr__(self, name: str):
+                if name == "io_uring_register_iowq_max_workers":
+                    calls.append(name)
+                return getattr(real, name)
+
+        ringmod.lib = Spy()
+        try:
+            assert chains.limit_workers(1) and splicer.limit_workers(1)
+        finally:
+            ringmod.lib = real
+        assert calls == []
+    finally:
+        chains.close()
+        splicer.close()

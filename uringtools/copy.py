@@ -928,12 +928,6 @@ class UringEngine:
             try:
                 self.splicer = SpliceCopier(self.ring, None, VIA_PIPE,
                                             self.stats)
-                # Every splice runs in an io-wq worker, and the writes into
-                # one file take turns on its inode lock: beyond one worker
-                # writing and one reading ahead, the others only spin (1 GiB
-                # on tmpfs, 9-11 rounds: 1.13-1.15x GNU's wall and 1.9-2.1x
-                # its CPU capped at 2, against 1.32-1.93x and 2.4-3.4x).
-                self.ring.limit_workers(SPLICE_WORKERS)
             except OSError as exc:
                 if exc.errno not in (errno.EMFILE, errno.ENFILE):
                     raise
@@ -948,6 +942,13 @@ class UringEngine:
             return
         stats.files += 1
         stats.count("files_spliced")
+        # Every splice runs in an io-wq worker, and the writes into one
+        # file take turns on its inode lock: beyond one worker writing and
+        # one reading ahead, the others only spin (1 GiB on tmpfs, 9-11
+        # rounds: 1.13-1.15x GNU's wall and 1.9-2.1x its CPU capped at 2,
+        # against 1.32-1.93x and 2.4-3.4x). Asked per file: cp -r's chain
+        # ring sets its own cap on this thread's workers
+        self.ring.limit_workers(SPLICE_WORKERS)
         try:
             assert self.splicer is not None   # _spliceable made it
             src = FileRef(job.fd_in, 0, job.fd_in, -1)

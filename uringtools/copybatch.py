@@ -236,6 +236,7 @@ class BatchCopier:
         self.flying: List[_Batch] = []          # submitted, oldest first
         self.closes = 0                         # CLOSEs in flight
         self.region_files = [0] * FLYING        # most files a region held
+        self.workers = 1                        # io-wq cap (set in ready)
 
     def ready(self) -> bool:
         """Set the ring up on first use; False (noted in stats) if refused."""
@@ -262,8 +263,11 @@ class BatchCopier:
             return False
         # this thread copies files too while the ring is full (_copy_here):
         # one worker per other core; more only take turns on the locks of
-        # the ring and of the directory they create in
-        ring.limit_workers(max(1, (os.cpu_count() or 2) - 1))
+        # the ring and of the directory they create in. Asked again before
+        # each batch (launch): the splicer sets its own cap on this thread's
+        # workers
+        self.workers = max(1, (os.cpu_count() or 2) - 1)
+        ring.limit_workers(self.workers)
         try:
             # plain buffers: pinning them costs more than small
             # files gain from fixed ones
@@ -489,6 +493,7 @@ class BatchCopier:
             return
         ring = self.ring
         assert ring is not None
+        ring.limit_workers(self.workers)
         if batch.jobs:
             self._queue_jobs(batch, ring)
         r = batch.region

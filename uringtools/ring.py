@@ -9,6 +9,7 @@ Nothing else in uringtools knows liburing. Callers describe requests with
 
 from __future__ import annotations
 
+import _thread
 import errno
 import mmap
 import os
@@ -20,6 +21,9 @@ if TYPE_CHECKING:
 from .records import record
 from ._uring import ffi, lib
 from .stats import Stats
+
+#: per-thread state: the io-wq worker cap this thread last set
+_THREAD = _thread._local()
 
 OP_READ = lib.IORING_OP_READ
 OP_WRITE = lib.IORING_OP_WRITE
@@ -337,12 +341,18 @@ class Ring:
         return True
 
     def limit_workers(self, bounded: int) -> bool:
-        """Let at most ``bounded`` io-wq workers run this ring's blocking
-        requests at once (IORING_REGISTER_IOWQ_MAX_WORKERS); False if the
-        kernel refused. Noted in stats.extra["iowq_max_workers"]."""
+        """Let at most ``bounded`` io-wq workers run blocking requests at
+        once (IORING_REGISTER_IOWQ_MAX_WORKERS); False if the kernel
+        refused. The cap belongs to the calling thread's io-wq, which
+        serves all the rings it submits to: a ring that wants its own cap
+        asks again before each use (a cap already set costs no call).
+        Noted in stats.extra["iowq_max_workers"]."""
+        if getattr(_THREAD, "iowq_bounded", None) == bounded:
+            return True
         values = ffi.new("unsigned[2]", [bounded, 0])   # 0: unbounded as is
         if lib.io_uring_register_iowq_max_workers(self._ring, values) < 0:
             return False
+        _THREAD.iowq_bounded = bounded
         self.stats.extra["iowq_max_workers"] = bounded
         return True
 

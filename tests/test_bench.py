@@ -69,3 +69,84 @@ def test_big_copies_are_dropped_after_each_run_trees_kept(tmp_path: Path) -> Non
     finally:
         cleanup()
     assert not (tmp_path / "dst").exists()
+
+
+def _one_line(res: subprocess.CompletedProcess) -> str:
+    assert b"Traceback" not in res.stderr, res.stderr.decode(errors="replace")
+    lines = res.stderr.decode().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_unusable_dir_is_one_line(tmp_path: Path) -> None:
+    """--dir that does not exist, or lies under a file: GNU's
+    'prog: NAME: reason', status 1, nothing made."""
+    (tmp_path / "file").write_bytes(b"")
+    for bad, reason in ((tmp_path / "nope", "No such file or directory"),
+                        (tmp_path / "file" / "sub", "Not a directory")):
+        res = subprocess.run([URINGTOOLS, "bench", "--dir", str(bad), "--size", "1M",
+                              "--workload", "cat-null", "--runs", "1"],
+                             capture_output=True, timeout=60)
+        assert res.returncode == 1
+        assert _one_line(res) == f"uringtools bench: {bad}: {reason}"
+    assert [p.name for p in tmp_path.iterdir()] == ["file"]
+
+
+def test_unwritable_dir_as_nobody(shared_tmp: Path) -> None:
+    from conftest import as_nobody
+
+    locked = shared_tmp / "locked"
+    locked.mkdir(mode=0o555)
+    locked.chmod(0o555)
+    res = subprocess.run(as_nobody(["bench", "--dir", str(locked), "--size", "1M",
+                                    "--workload", "cat-null", "--runs", "1"]),
+                         capture_output=True, timeout=60)
+    assert res.returncode == 1
+    assert _one_line(res) == f"uringtools bench: {locked}: Permission denied"
+
+
+def test_a_failing_contender_shows_its_own_error() -> None:
+    """The message names the command and its error line, not the tail of
+    its --stats JSON."""
+    from uringtools import benchmark as bm
+
+    code = ("import sys\n"
+            "sys.stderr.write('uring-cp: cannot create regular file x: '"
+            "'No space left on device\\n')\n"
+            "sys.stderr.write('{\"enters\": 3, \"syscalls\": {}, \"pad\": \"' + "
+            "'y' * 600 + '\"}\\n')\n"
+            "sys.exit(1)\n")
+    cmd = bm.Command("uring-cp", [sys.executable, "-c", code], ours=True)
+    try:
+        bm.run_once(cmd)
+    except RuntimeError as exc:
+        text = str(exc)
+    else:
+        raise AssertionError("a failing command was measured")
+    assert "\n" not in text
+    assert text.endswith("uring-cp: cannot create regular file x: "
+                         "No space left on device")
+    assert "enters" not in text
+
+
+def test_out_of_space_while_making_data(tmp_path: Path) -> None:
+    """ENOSPC while the data is made (here: no inodes left for the tree):
+    one line, and nothing left in --dir."""
+    import os
+
+    if os.geteuid() != 0:
+        raise AssertionError("this test mounts a tmpfs: run the suite as root")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m,nr_inodes=40", "tmpfs",
+                    str(mnt)], check=True)
+    try:
+        res = bench("--size", "64K", "--files", "100", "--runs", "1",
+                    "--workload", "cp-tree", tmp=mnt)
+        assert res.returncode == 1
+        line = _one_line(res)
+        assert line.startswith(f"uringtools bench: {mnt}/")
+        assert line.endswith(": No space left on device")
+        assert list(mnt.iterdir()) == []
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)

@@ -121,6 +121,16 @@ def _our_calls(stderr: bytes) -> Optional[int]:
     return None
 
 
+def _error_line(stderr: bytes) -> str:
+    """': ' and the first line of a failed command's stderr that is not its
+    --stats JSON (its own error message), or '' if there is none."""
+    for line in stderr.decode("utf-8", "replace").splitlines():
+        line = line.strip()
+        if line and not line.startswith("{"):
+            return ": " + line[:300]
+    return ""
+
+
 def run_once(cmd: Command) -> Measurement:
     """Run ``cmd`` once; stdout to /dev/null, or into a pipe drained by cat."""
     if cmd.before:
@@ -153,8 +163,8 @@ def run_once(cmd: Command) -> Measurement:
     if cmd.after:
         cmd.after()
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd.argv)} exited with {proc.returncode}: "
-                           f"{stderr.decode('utf-8', 'replace').strip()[-400:]}")
+        raise RuntimeError(f"{cmd.label} exited with status {proc.returncode}"
+                           + _error_line(stderr))
     calls = _our_calls(stderr) if cmd.ours else peer_calls
     return Measurement(wall, usage.ru_utime + usage.ru_stime, calls)
 
@@ -178,26 +188,39 @@ def run_workload(workload: Workload, runs: int,
 
 # -- data ---------------------------------------------------------------------
 
+def _write(path: str, data: memoryview, size: int) -> None:
+    """Write ``size`` bytes, repeating ``data``, to a new file ``path``.
+
+    Raises:
+        OSError: with ``path`` as its filename (ENOSPC from a write too).
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            left = size
+            while left > 0:
+                left -= os.write(fd, data[:min(left, len(data))])
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        if exc.filename is None:
+            raise OSError(exc.errno, exc.strerror, path) from None
+        raise
+
+
 def write_file(path: str, size: int) -> None:
     """Fill ``path`` with ``size`` bytes of incompressible data."""
-    block = os.urandom(4 * MiB)
-    with open(path, "wb") as f:
-        left = size
-        while left > 0:
-            n = min(left, len(block))
-            f.write(block[:n])
-            left -= n
+    _write(path, memoryview(os.urandom(4 * MiB)), size)
 
 
 def make_tree(root: str, files: int, size: int = 4096) -> None:
     """``files`` small files spread over directories of 100."""
-    data = os.urandom(size)
+    data = memoryview(os.urandom(size))
     for i in range(files):
         sub = os.path.join(root, f"d{i // 100:04d}")
         if i % 100 == 0:
             os.makedirs(sub, exist_ok=True)
-        with open(os.path.join(sub, f"f{i:06d}"), "wb") as f:
-            f.write(data)
+        _write(os.path.join(sub, f"f{i:06d}"), data, size)
 
 
 def warm(paths: Sequence[str]) -> None:

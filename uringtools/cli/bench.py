@@ -7,7 +7,7 @@ import os
 import shutil
 import sys
 import tempfile
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, NoReturn, Optional, Sequence
 
 import click
 
@@ -104,7 +104,12 @@ def bench_command(size: str, files: int, data_dir: Optional[str], runs: int,
         nbytes = _parse_big_size(size)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--size")
-    root = tempfile.mkdtemp(prefix="uringtools-bench-", dir=data_dir)
+    try:
+        # absolute: a --dir starting with '-' must not read as an option
+        root = os.path.abspath(tempfile.mkdtemp(prefix="uringtools-bench-",
+                                                dir=data_dir))
+    except OSError as exc:
+        _fail(f"{data_dir or tempfile.gettempdir()}: {_strerror(exc)}")
     progress = None
     try:
         if sweep:
@@ -125,8 +130,10 @@ def bench_command(size: str, files: int, data_dir: Optional[str], runs: int,
                 cleanup()
             rows = [row for w in built for row in w.rows()]
     except RuntimeError as exc:
-        click.echo(f"uringtools bench: {exc}", err=True)
-        raise SystemExit(1)
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"{exc.filename}: {_strerror(exc)}" if exc.filename
+              else _strerror(exc))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     title = (f"uringtools bench: {os.cpu_count()} cores, {runs} runs, "
@@ -137,6 +144,16 @@ def bench_command(size: str, files: int, data_dir: Optional[str], runs: int,
         click.echo(title + "\n\n" + _markdown(rows))
     else:
         _rich_table(rows, title)
+
+
+def _strerror(exc: OSError) -> str:
+    return exc.strerror or os.strerror(exc.errno or 0)
+
+
+def _fail(message: str) -> NoReturn:
+    """``uringtools bench: message`` on stderr, status 1."""
+    click.echo(f"uringtools bench: {message}", err=True)
+    raise SystemExit(1)
 
 
 def _parse_big_size(text: str) -> int:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 URINGTOOLS = str(Path(sys.executable).parent / "uringtools")
 
@@ -150,3 +154,44 @@ def test_out_of_space_while_making_data(tmp_path: Path) -> None:
         assert list(mnt.iterdir()) == []
     finally:
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_run_leaves_dir_clean(tmp_path: Path, sig: int) -> None:
+    """Ctrl-C or SIGTERM in the middle: the contender running is stopped,
+    the data removed, and bench dies of the signal as GNU tools do (130 /
+    143 in a shell), without a message."""
+    proc = subprocess.Popen(
+        [URINGTOOLS, "bench", "--dir", str(tmp_path), "--size", "4M", "--files", "300",
+         "--runs", "100", "--workload", "cp-tree"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        # wait until the contenders run (a copy of the tree has begun)
+        for _ in range(600):
+            if any(tmp_path.glob("*/dst/dst*")):
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("no run started")
+        time.sleep(0.3)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == -sig, err
+    assert err == b"" and out == b""
+    assert list(tmp_path.iterdir()) == []
+    # no contender goes on writing after bench is gone
+    left = [p for p in Path("/proc").iterdir() if p.name.isdigit()
+            and str(tmp_path).encode() in _cmdline(p)]
+    assert left == []
+
+
+def _cmdline(p: Path) -> bytes:
+    try:
+        return (p / "cmdline").read_bytes()
+    except OSError:
+        return b""

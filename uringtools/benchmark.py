@@ -137,7 +137,7 @@ def run_once(cmd: Command) -> Measurement:
         cmd.before()
     devnull = os.open(os.devnull, os.O_WRONLY)
     errfile = tempfile.TemporaryFile()
-    sink = None
+    proc = sink = None
     try:
         t0 = time.perf_counter()
         if cmd.into_pipe:
@@ -157,6 +157,14 @@ def run_once(cmd: Command) -> Measurement:
         wall = time.perf_counter() - t0
         errfile.seek(0)
         stderr = errfile.read()
+    except BaseException:
+        # Ctrl-C, SIGTERM: no contender goes on writing into the data
+        # directory while it is removed, or after we are gone
+        for child in (proc, sink):
+            if child is not None and child.returncode is None:
+                child.kill()
+                child.wait()
+        raise
     finally:
         os.close(devnull)
         errfile.close()

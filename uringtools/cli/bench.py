@@ -104,6 +104,19 @@ def bench_command(size: str, files: int, data_dir: Optional[str], runs: int,
         nbytes = _parse_big_size(size)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--size")
+    from .common import Reporter, run_main
+
+    def body() -> int:
+        _bench(nbytes, files, data_dir, runs, fmt, workloads, sweep, cold)
+        return 0
+
+    # Ctrl-C and SIGTERM unwind (the contender running is killed, the data
+    # removed), then bench dies of the signal, as GNU tools do
+    run_main(Reporter("uringtools bench"), body)
+
+
+def _bench(nbytes: int, files: int, data_dir: Optional[str], runs: int,
+           fmt: str, workloads: Sequence[str], sweep: bool, cold: bool) -> None:
     try:
         # absolute: a --dir starting with '-' must not read as an option
         root = os.path.abspath(tempfile.mkdtemp(prefix="uringtools-bench-",

@@ -195,3 +195,37 @@ def _cmdline(p: Path) -> bytes:
         return (p / "cmdline").read_bytes()
     except OSError:
         return b""
+
+
+def test_gnu_tools_missing_from_path(tmp_path: Path) -> None:
+    """Without GNU cat, cp and sha256sum on PATH, ours are still measured
+    (the GNU rows left out, said once each on stderr), not a traceback."""
+    import os
+
+    data = tmp_path / "data"
+    data.mkdir()
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    res = subprocess.run(
+        [URINGTOOLS, "bench", "--dir", str(data), "--size", "1M", "--files", "10",
+         "--runs", "1", "--format", "json", "--workload", "cat-pipe",
+         "--workload", "cp-big", "--workload", "cp-tree", "--workload", "hash-big"],
+        capture_output=True, timeout=120, env=dict(os.environ, PATH=str(empty)))
+    assert b"Traceback" not in res.stderr, res.stderr.decode(errors="replace")
+    assert res.returncode == 0, res.stderr
+    rows = json.loads(res.stdout)["rows"]
+    got = {(r["workload"], r["command"]) for r in rows}
+    assert got == {("cat-pipe", "uring-cat"), ("cat-pipe", "uring-cat --engine sync"),
+                   ("cp-big", "uring-cp"), ("cp-big", "uring-cp --engine sync"),
+                   ("cp-tree", "uring-cp -r"), ("cp-tree", "uring-cp -r --engine sync"),
+                   ("hash-big", "uring-hash"), ("hash-big", "uring-hash --engine sync"),
+                   ("hash-big", "hashlib.file_digest")}
+    assert all(r["wall_vs_peer"] is None for r in rows)
+    notes = res.stderr.decode().splitlines()
+    assert sorted(notes) == sorted(f"uringtools bench: {tool}: not found in PATH; "
+                                   f"{label} left out"
+                                   for tool, label in (("cat", "GNU cat"),
+                                                       ("cp", "GNU cp"),
+                                                       ("cp", "GNU cp -r"),
+                                                       ("sha256sum", "sha256sum")))
+    assert list(data.iterdir()) == []

@@ -67,6 +67,12 @@ class Workload:
         self.nbytes = nbytes
         self.commands = commands
         self.peer = peer  # label of the command ratios are taken against
+        #: (program, label) of the peers left out: not found in PATH
+        self.missing: List[Tuple[str, str]] = []
+        for cmd in list(commands):
+            if not cmd.ours and shutil.which(cmd.argv[0]) is None:
+                commands.remove(cmd)
+                self.missing.append((cmd.argv[0], cmd.label))
 
     def rows(self) -> List[Dict[str, object]]:
         """Medians per command, and ratios to the peer."""
@@ -131,6 +137,14 @@ def _error_line(stderr: bytes) -> str:
     return ""
 
 
+def _sink_argv() -> List[str]:
+    """What drains a pipe workload: GNU cat, or a read loop without it."""
+    if shutil.which("cat"):
+        return ["cat"]
+    return [sys.executable, "-c",
+            "import os\nwhile os.read(0, 1 << 20):\n    pass\n"]
+
+
 def run_once(cmd: Command) -> Measurement:
     """Run ``cmd`` once; stdout to /dev/null, or into a pipe drained by cat."""
     if cmd.before:
@@ -144,7 +158,7 @@ def run_once(cmd: Command) -> Measurement:
             r, w = os.pipe()
             proc = subprocess.Popen(cmd.argv, stdout=w, stderr=errfile)
             os.close(w)
-            sink = subprocess.Popen(["cat"], stdin=r, stdout=devnull)
+            sink = subprocess.Popen(_sink_argv(), stdin=r, stdout=devnull)
             os.close(r)
         else:
             proc = subprocess.Popen(cmd.argv, stdout=devnull, stderr=errfile)
@@ -326,7 +340,7 @@ def build_workloads(data_dir: str, size: int, files: int,
                         ours=True, engine="sync", into_pipe=pipe),
                 Command("GNU cat", ["cat", big], ours=False, into_pipe=pipe),
             ], peer="GNU cat"))
-    if wanted("cp-big") and shutil.which("cp"):
+    if wanted("cp-big"):
         workloads.append(Workload("cp-big", size, [
             _copy_command("uring-cp", ours("cp") + ["--stats-format", "json"], big,
                           pool, ours=True, discard=True),

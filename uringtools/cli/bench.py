@@ -130,6 +130,10 @@ def _bench(nbytes: int, files: int, data_dir: Optional[str], runs: int,
         else:
             built, cleanup, paths = bm.build_workloads(root, nbytes, files,
                                                        list(workloads) or None)
+            for workload in built:
+                for tool, label in workload.missing:
+                    click.echo(f"uringtools bench: {tool}: not found in PATH; "
+                               f"{label} left out", err=True)
             try:
                 total = sum((runs + 1) * len(w.commands) for w in built)
                 progress, advance = _progress(total)

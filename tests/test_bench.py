@@ -229,3 +229,49 @@ def test_gnu_tools_missing_from_path(tmp_path: Path) -> None:
                                                        ("cp", "GNU cp -r"),
                                                        ("sha256sum", "sha256sum")))
     assert list(data.iterdir()) == []
+
+
+def _fincore_bytes(path: Path) -> int:
+    out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES",
+                          str(path)], capture_output=True, text=True, check=True)
+    return int(out.stdout.split()[0])
+
+
+def test_cold_evicts_data_just_written(tmp_path: Path) -> None:
+    """--cold's eviction holds right after the data is made: dirty pages
+    are written back first (DONTNEED skips them), as fincore confirms, and
+    bench's own residency count agrees."""
+    from uringtools import benchmark as bm
+
+    big = tmp_path / "big"
+    bm.write_file(str(big), 4 << 20)
+    bm.make_tree(str(tmp_path / "tree"), 20)
+    assert _fincore_bytes(big) > 0 and bm.cached_bytes([str(big)]) > 0
+    bm.evict([str(big), str(tmp_path / "tree")])
+    assert _fincore_bytes(big) == 0
+    assert _fincore_bytes(tmp_path / "tree" / "d0000" / "f000007") == 0
+    assert bm.cached_bytes([str(big), str(tmp_path / "tree")]) == 0
+    bm.warm([str(big)])
+    assert bm.cached_bytes([str(big)]) == _fincore_bytes(big) == 4 << 20
+
+
+def test_cold_where_the_cache_cannot_be_dropped() -> None:
+    """tmpfs keeps its files in the page cache: --cold there would report
+    warm numbers as cold, so it is refused in one line."""
+    import os
+    import shutil
+    import tempfile
+
+    shm = Path(tempfile.mkdtemp(prefix="uringtools-test-", dir="/dev/shm"))
+    try:
+        res = bench("--size", "1M", "--runs", "1", "--cold", "--workload",
+                    "cat-null", tmp=shm)
+        assert res.returncode == 1
+        line = _one_line(res)
+        assert line.startswith(f"uringtools bench: --cold: {shm}/"), line
+        assert line.endswith("stays in the page cache after eviction "
+                             "(tmpfs?); use --dir on a disk file system")
+        assert list(shm.iterdir()) == []
+    finally:
+        shutil.rmtree(shm)
+    assert not os.path.exists(shm)

@@ -257,18 +257,72 @@ def warm(paths: Sequence[str]) -> None:
                 pass
 
 
-def evict(paths: Sequence[str]) -> None:
-    """Drop files from the page cache (posix_fadvise DONTNEED; no root needed)."""
+def _files(paths: Sequence[str]) -> Iterator[str]:
+    """The files named, and those under the directories named."""
     for path in paths:
         if os.path.isdir(path):
             for dirpath, _, names in os.walk(path):
-                evict([os.path.join(dirpath, n) for n in names])
-            continue
+                for name in names:
+                    yield os.path.join(dirpath, name)
+        else:
+            yield path
+
+
+def evict(paths: Sequence[str]) -> None:
+    """Drop files from the page cache (posix_fadvise DONTNEED; no root needed).
+
+    Dirty pages are written back first: DONTNEED skips them, so data just
+    made would otherwise stay cached.
+    """
+    for path in _files(paths):
         fd = os.open(path, os.O_RDONLY)
         try:
+            os.fdatasync(fd)
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         finally:
             os.close(fd)
+
+
+def cached_bytes(paths: Sequence[str]) -> int:
+    """Bytes of these files in the page cache now (mincore(2), as fincore)."""
+    import ctypes
+    import mmap
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_int, ctypes.c_long)
+    libc.mincore.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
+    libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+    page = mmap.PAGESIZE
+    total = 0
+    for path in _files(paths):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            if size == 0:
+                continue
+            addr = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+            if addr in (None, ctypes.c_void_p(-1).value):
+                err = ctypes.get_errno()
+                raise OSError(err, os.strerror(err), path)
+            try:
+                pages = (size + page - 1) // page
+                vec = (ctypes.c_ubyte * pages)()
+                if libc.mincore(addr, size, vec) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, os.strerror(err), path)
+                resident = sum(b & 1 for b in vec)
+            finally:
+                libc.munmap(addr, size)
+            # the last page holds only the file's tail
+            if vec[pages - 1] & 1:
+                resident -= 1
+                total += size - (pages - 1) * page
+            total += resident * page
+        finally:
+            os.close(fd)
+    return total
 
 
 def ours(name: str) -> List[str]:

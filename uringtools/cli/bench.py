@@ -138,6 +138,8 @@ def _bench(nbytes: int, files: int, data_dir: Optional[str], runs: int,
                 total = sum((runs + 1) * len(w.commands) for w in built)
                 progress, advance = _progress(total)
                 bm.warm(paths)
+                if cold:
+                    _check_evictable(paths)
                 evict = (lambda: bm.evict(paths)) if cold else None
                 for workload in built:
                     bm.run_workload(workload, runs, advance, evict)
@@ -161,6 +163,16 @@ def _bench(nbytes: int, files: int, data_dir: Optional[str], runs: int,
         click.echo(title + "\n\n" + _markdown(rows))
     else:
         _rich_table(rows, title)
+
+
+def _check_evictable(paths: Sequence[str]) -> None:
+    """--cold: fail unless evicting really empties the page cache of the
+    data (tmpfs keeps its files there: the runs would be warm)."""
+    bm.evict(paths)
+    for path in paths:
+        if bm.cached_bytes([path]):
+            _fail(f"--cold: {path}: stays in the page cache after eviction "
+                  "(tmpfs?); use --dir on a disk file system")
 
 
 def _strerror(exc: OSError) -> str:
@@ -204,6 +216,8 @@ def _run_sweep(root: str, nbytes: int, runs: int, cold: bool) -> List[Dict[str, 
     path = os.path.join(root, "big")
     bm.write_file(path, nbytes)
     bm.warm([path])
+    if cold:
+        _check_evictable([path])
     commands = list(bm.sweep_commands(path, (16 << 10, 64 << 10, 128 << 10, 256 << 10, 1 << 20),
                                       (1, 2, 4, 8, 16)))
     workload = bm.Workload("sweep: uring-cat --no-splice", nbytes,

@@ -275,3 +275,16 @@ def test_cold_where_the_cache_cannot_be_dropped() -> None:
     finally:
         shutil.rmtree(shm)
     assert not os.path.exists(shm)
+
+
+def test_table_into_a_file_is_not_cut(tmp_path: Path) -> None:
+    """The rich table written to a file or pipe keeps every label and number
+    whole (it was cut to 80 columns: 'uring…' for both our commands)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    res = bench("--size", "1M", "--runs", "1", "--workload", "cat-null", tmp=data)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.decode().splitlines()
+    assert "…" not in res.stdout.decode()
+    row = next(line for line in lines if "uring-cat --engine sync" in line)
+    assert "cat-null" in row and " ms " in row and "MiB/s" in row

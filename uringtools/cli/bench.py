@@ -68,6 +68,11 @@ def _rich_table(rows: Sequence[Dict[str, Any]], title: str) -> None:
             f"{r['cpu_s_per_gib']:.3f} s" if r["cpu_s_per_gib"] is not None else "-",
             _fmt_ratio(r["cpu_vs_peer"]), _fmt_calls(r["syscalls_per_gib"]),
             _fmt_rate(r["throughput_bytes_per_s"]))
+    if not console.is_terminal:
+        # a file or pipe has no width to fit: keep every cell whole
+        wide = console.options.update_width(1000)
+        console.width = max(console.width,
+                            console.measure(table, options=wide).maximum)
     console.print(table)
 
 

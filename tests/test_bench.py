@@ -288,3 +288,32 @@ def test_table_into_a_file_is_not_cut(tmp_path: Path) -> None:
     assert "…" not in res.stdout.decode()
     row = next(line for line in lines if "uring-cat --engine sync" in line)
     assert "cat-null" in row and " ms " in row and "MiB/s" in row
+
+
+
+@pytest.mark.parametrize("size", ["8M", "99999999999999999999G"])
+def test_size_beyond_free_space_is_refused_up_front(tmp_path: Path, size: str) -> None:
+    """A --size the file system cannot hold is refused before anything is
+    written (it wrote until the disk was full)."""
+    import os
+    import re
+
+    if os.geteuid() != 0:
+        raise AssertionError("this test mounts a tmpfs: run the suite as root")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)],
+                   check=True)
+    try:
+        res = bench("--size", size, "--runs", "1", "--workload", "hash-big", tmp=mnt)
+        assert res.returncode == 1
+        line = _one_line(res)
+        m = re.fullmatch(f"uringtools bench: {re.escape(str(mnt))}: not enough "
+                         r"free space for the data: ([\d,]+) bytes needed, "
+                         r"([\d,]+) available", line)
+        assert m, line
+        needed, available = (int(g.replace(",", "")) for g in m.groups())
+        assert needed >= int(size[:-1]) << 20 > available
+        assert list(mnt.iterdir()) == []
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)

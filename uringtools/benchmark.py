@@ -362,6 +362,27 @@ class DestinationPool:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def space_needed(size: int, files: int, runs: int,
+                 only: Optional[Sequence[str]] = None) -> int:
+    """Bytes the data of build_workloads takes at its peak: the big file
+    and one copy of it, the four parts, the tree and its copies (kept until
+    the end)."""
+    def wanted(name: str) -> bool:
+        return not only or name in only
+
+    total = 0
+    if any(wanted(n) for n in ("cat-null", "cat-pipe", "cp-big", "hash-big")):
+        total += size
+    if wanted("cp-big"):
+        total += size
+    if wanted("hash-many"):
+        total += 4 * max(size // 4, MiB)
+    if wanted("cp-tree") and files > 0:
+        # the tree, then a copy per run (and warm-up) of each of 3 contenders
+        total += files * 4096 * (1 + 3 * (runs + 1))
+    return total
+
+
 def build_workloads(data_dir: str, size: int, files: int,
                     only: Optional[Sequence[str]] = None
                     ) -> Tuple[List[Workload], Callable[[], None], List[str]]:

@@ -128,6 +128,17 @@ def _bench(nbytes: int, files: int, data_dir: Optional[str], runs: int,
                                                 dir=data_dir))
     except OSError as exc:
         _fail(f"{data_dir or tempfile.gettempdir()}: {_strerror(exc)}")
+    needed = (nbytes if sweep else
+              bm.space_needed(nbytes, files, runs, list(workloads) or None))
+    try:
+        st = os.statvfs(root)
+        available = st.f_bavail * st.f_frsize
+    except OSError:
+        available = needed
+    if needed > available:
+        shutil.rmtree(root, ignore_errors=True)
+        _fail(f"{data_dir or tempfile.gettempdir()}: not enough free space for "
+              f"the data: {needed:,} bytes needed, {available:,} available")
     progress = None
     try:
         if sweep:

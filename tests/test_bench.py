@@ -317,3 +317,22 @@ def test_size_beyond_free_space_is_refused_up_front(tmp_path: Path, size: str) -
         assert list(mnt.iterdir()) == []
     finally:
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_hash_many_has_the_sync_engine_too(tmp_path: Path) -> None:
+    """Every workload runs ours with both engines (issue 5): hash-many
+    lacked the sync engine's row."""
+    res = bench("--size", "4M", "--runs", "1", "--format", "json",
+                "--workload", "hash-many", tmp=tmp_path)
+    assert res.returncode == 0, res.stderr
+    commands = {r["command"] for r in json.loads(res.stdout)["rows"]}
+    assert commands == {"uring-hash (4 files)", "uring-hash --engine sync (4 files)",
+                        "sha256sum (4 files)", "hashlib.file_digest (4 files)"}
+
+
+def test_nothing_to_measure_is_an_error(tmp_path: Path) -> None:
+    res = bench("--files", "0", "--runs", "1", "--workload", "cp-tree", tmp=tmp_path)
+    assert res.returncode == 1 and res.stdout == b""
+    assert _one_line(res) == ("uringtools bench: nothing to measure: "
+                              "cp-tree needs --files 1 or more")
+    assert list(tmp_path.iterdir()) == []

@@ -454,6 +454,9 @@ def build_workloads(data_dir: str, size: int, files: int,
         workloads.append(Workload("hash-many", 4 * part_size, [
             Command("uring-hash (4 files)", ours("hash") + ["--stats-format", "json", *parts],
                     ours=True, engine="uring"),
+            Command("uring-hash --engine sync (4 files)",
+                    ours("hash") + ["--engine", "sync", "--stats-format", "json", *parts],
+                    ours=True, engine="sync"),
             Command("sha256sum (4 files)", ["sha256sum", *parts], ours=False),
             Command("hashlib.file_digest (4 files)", digest_baseline(parts), ours=False),
         ], peer="sha256sum (4 files)"))

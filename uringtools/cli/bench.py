@@ -122,6 +122,8 @@ def bench_command(size: str, files: int, data_dir: Optional[str], runs: int,
 
 def _bench(nbytes: int, files: int, data_dir: Optional[str], runs: int,
            fmt: str, workloads: Sequence[str], sweep: bool, cold: bool) -> None:
+    if not sweep and files == 0 and set(workloads) == {"cp-tree"}:
+        _fail("nothing to measure: cp-tree needs --files 1 or more")
     try:
         # absolute: a --dir starting with '-' must not read as an option
         root = os.path.abspath(tempfile.mkdtemp(prefix="uringtools-bench-",

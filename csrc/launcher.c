@@ -30,15 +30,22 @@
 #define ENTRY "_uringtools"
 #define NOTE "URINGTOOLS_LAUNCH"
 
+/* Append to note (size bytes) what fits; never past its end. */
+static void append(char *note, size_t size, const char *word, int a, int b)
+{
+    size_t used = strlen(note);
+    if (used < size)
+        snprintf(note + used, size - used, word, a, b);
+}
+
 /* "sigpipe=ignored 0=3 ..." into note: what Python will not see itself. */
 static void take_note(char *note, size_t size)
 {
     struct sigaction old;
-    size_t used = 0;
 
     note[0] = '\0';
     if (sigaction(SIGPIPE, NULL, &old) == 0 && old.sa_handler == SIG_IGN)
-        used += snprintf(note + used, size - used, "sigpipe=ignored ");
+        append(note, size, "sigpipe=ignored ", 0, 0);
     for (int fd = 0; fd < 3; fd++) {
         struct stat st;
         if (fstat(fd, &st) != 0 || !S_ISDIR(st.st_mode))
@@ -55,7 +62,7 @@ static void take_note(char *note, size_t size)
         }
         if (null != fd)
             close(null);    /* below 3 only if that std fd was closed: again */
-        used += snprintf(note + used, size - used, "%d=%d ", fd, parked);
+        append(note, size, "%d=%d ", fd, parked);
     }
 }
 
@@ -91,7 +98,7 @@ static char *entry_path(const char *argv0)
 
 int main(int argc, char **argv)
 {
-    char note[64];
+    char note[128];
     char *entry;
     char **args;
 

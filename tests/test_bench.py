@@ -336,3 +336,21 @@ def test_nothing_to_measure_is_an_error(tmp_path: Path) -> None:
     assert _one_line(res) == ("uringtools bench: nothing to measure: "
                               "cp-tree needs --files 1 or more")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("fmt", ["table", "json", "markdown"])
+def test_report_that_cannot_be_written(tmp_path: Path, fmt: str) -> None:
+    """stdout full: GNU's 'write error', status 1 (the table was a
+    traceback); stdout closed: refused before measuring (was status 0 and
+    the report silently lost)."""
+    argv = [URINGTOOLS, "bench", "--dir", str(tmp_path), "--size", "1M", "--runs", "1",
+            "--workload", "cat-null", "--format", fmt]
+    with open("/dev/full", "w") as full:
+        res = subprocess.run(argv, stdout=full, stderr=subprocess.PIPE, timeout=120)
+    assert res.returncode == 1
+    assert _one_line(res) == "uringtools bench: write error: No space left on device"
+    res = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         timeout=120, preexec_fn=lambda: __import__("os").close(1))
+    assert res.returncode == 1
+    assert _one_line(res) == "uringtools bench: standard output: Bad file descriptor"
+    assert list(tmp_path.iterdir()) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -109,9 +110,13 @@ def bench_command(size: str, files: int, data_dir: Optional[str], runs: int,
         nbytes = _parse_big_size(size)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--size")
-    from .common import Reporter, run_main
+    from .common import Reporter, guard_std_fds, run_main
+
+    closed = guard_std_fds()
 
     def body() -> int:
+        if 1 in closed:   # the report would be lost: say so before measuring
+            _fail("standard output: Bad file descriptor")
         _bench(nbytes, files, data_dir, runs, fmt, workloads, sweep, cold)
         return 0
 
@@ -175,12 +180,21 @@ def _bench(nbytes: int, files: int, data_dir: Optional[str], runs: int,
         shutil.rmtree(root, ignore_errors=True)
     title = (f"uringtools bench: {os.cpu_count()} cores, {runs} runs, "
              f"page cache {'cold' if cold else 'warm'}")
-    if fmt == "json":
-        click.echo(json.dumps({"title": title, "rows": rows}, indent=2))
-    elif fmt == "markdown":
-        click.echo(title + "\n\n" + _markdown(rows))
-    else:
-        _rich_table(rows, title)
+    try:
+        if fmt == "json":
+            click.echo(json.dumps({"title": title, "rows": rows}, indent=2))
+        elif fmt == "markdown":
+            click.echo(title + "\n\n" + _markdown(rows))
+        else:
+            _rich_table(rows, title)
+        sys.stdout.flush()
+    except OSError as exc:
+        if exc.errno == errno.EPIPE:
+            from .common import broken_pipe
+
+            broken_pipe()     # dies of SIGPIPE, as GNU, unless it is ignored
+        sys.stdout = None     # type: ignore[assignment]  # nothing to flush at exit
+        _fail(f"write error: {_strerror(exc)}")
 
 
 def _check_evictable(paths: Sequence[str]) -> None:

@@ -354,3 +354,14 @@ def test_report_that_cannot_be_written(tmp_path: Path, fmt: str) -> None:
     assert res.returncode == 1
     assert _one_line(res) == "uringtools bench: standard output: Bad file descriptor"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_our_syscalls_count_what_the_peers_count() -> None:
+    """A peer's count is /proc/PID/io's syscr + syscw (read- and write-family
+    calls only); ours is io_uring_enter plus the same families from our
+    counters, not also openat/close/fstatat (which the peers' count lacks)."""
+    from uringtools import benchmark as bm
+
+    stats = {"enters": 5, "syscalls": {"openat": 100, "close": 100, "newfstatat": 7,
+                                       "read": 3, "write": 2, "pread": 1, "pwrite": 1}}
+    assert bm._our_calls(b"uring-cp: x\n" + json.dumps(stats).encode() + b"\n") == 12

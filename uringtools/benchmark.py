@@ -7,7 +7,8 @@ round; every run is a fresh process whose wall time, CPU time (wait4
 rusage) and syscalls are recorded. Our commands report their syscalls
 through --stats-format json (io_uring_enter plus any plain read/write);
 peers are counted strace-free from /proc/PID/io (syscr + syscw, read while
-the process is a zombie), which counts read- and write-family calls.
+the process is a zombie), which counts read- and write-family calls; so of
+our plain syscalls only those families are counted too.
 
 No click and no rich here: the CLI renders.
 """
@@ -114,8 +115,15 @@ def _proc_io_calls(pid: int) -> Optional[int]:
         return None
 
 
+#: what /proc/PID/io's syscr + syscw count: the read and write families
+_IO_CALLS = frozenset({"read", "readv", "pread", "preadv", "write", "writev",
+                       "pwrite", "pwritev", "copy_file_range", "sendfile"})
+
+
 def _our_calls(stderr: bytes) -> Optional[int]:
-    """Syscalls one of our commands reported in its --stats-format json line."""
+    """Syscalls one of our commands reported in its --stats-format json line:
+    io_uring_enter and the read/write families, as counted for the peers
+    (not openat, close, fstatat: the peers' count has no such calls)."""
     for line in reversed(stderr.decode("utf-8", "replace").splitlines()):
         line = line.strip()
         if line.startswith("{"):
@@ -123,7 +131,8 @@ def _our_calls(stderr: bytes) -> Optional[int]:
                 data = json.loads(line)
             except ValueError:
                 continue
-            return int(data.get("enters", 0)) + sum(data.get("syscalls", {}).values())
+            return int(data.get("enters", 0)) + sum(
+                n for name, n in data.get("syscalls", {}).items() if name in _IO_CALLS)
     return None
 
 

@@ -243,9 +243,13 @@ def _operand_clash_tree(root: Path) -> None:
     (root / "a/s/y").write_bytes(b"1\n")
     (root / "b/s/y").write_bytes(b"2\n")
     os.link(root / "b/x", root / "h/x")
-    (root / "c/x").symlink_to("/etc/hostname")
+    # an absolute symlink the same for both trees: a file beside them (were
+    # a refusal missed, a system file would be written through)
+    victim = root.parent / "victim"
+    victim.write_bytes(b"victim\n")
+    (root / "c/x").symlink_to(victim)
     os.mkfifo(root / "g")
-    (root / "g2/g").symlink_to("/etc/hostname")
+    (root / "g2/g").symlink_to(victim)
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -266,7 +270,7 @@ def test_operands_with_one_destination_name_like_gnu(tmp: Path, engine: str,
         res = run([*argv, *args.split()], root)
         results[who] = (res.returncode, res.stdout,
                         res.stderr.replace(b"uring-cp:", b"cp:"),
-                        snapshot(root / "d"))
+                        snapshot(root / "d"), (tmp / "victim").read_bytes())
     assert results["ours"] == results["gnu"]
     no_temps(tmp)
 

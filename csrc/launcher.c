@@ -9,13 +9,15 @@
  * parks a directory found on fd 0-2 above fd 2, with /dev/null in its
  * place, notes that and an ignored SIGPIPE in URINGTOOLS_LAUNCH, and runs
  * the Python half, `_uringtools COMMAND ARGS...`, installed beside it (pip
- * points its #! line at the environment's python).
+ * points its #! line at the environment's python; where the kernel cannot
+ * run that line, a python path with a space, the launcher runs it).
  * uringtools/cli/launch.py reads the note and puts the directories back.
  *
  * Built by setup.py once per command, with -DCOMMAND="uring-cat" etc.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -96,6 +98,29 @@ static char *entry_path(const char *argv0)
     }
 }
 
+/* Run args[1] (_uringtools) with the whole of its #! line as the path of
+ * its interpreter: pip writes the environment's python there as it is,
+ * spaces and all ("#!/home/me/my env/bin/python"), where the kernel takes
+ * the first word ("/home/me/my").  Returns only if that fails too. */
+static void exec_whole_line(char **args)
+{
+    char line[PATH_MAX + 3];
+    int fd = open(args[1], O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    ssize_t n = read(fd, line, sizeof line - 1);
+    close(fd);
+    if (n < 3 || line[0] != '#' || line[1] != '!')
+        return;
+    line[n] = '\0';
+    char *end = strchr(line, '\n');
+    if (end == NULL)
+        return;
+    *end = '\0';
+    args[0] = line + 2;
+    execv(args[0], args);
+}
+
 int main(int argc, char **argv)
 {
     char note[128];
@@ -108,17 +133,21 @@ int main(int argc, char **argv)
     else
         unsetenv(NOTE);
     entry = entry_path(argc > 0 ? argv[0] : "");
-    args = calloc((size_t)argc + 3, sizeof *args);    /* NULL-ended */
+    /* [interpreter,] entry, COMMAND, ARGS..., NULL */
+    args = calloc((size_t)argc + 4, sizeof *args);
     if (entry == NULL || args == NULL) {
         fprintf(stderr, "%s: cannot find %s: %s\n", COMMAND, ENTRY,
                 strerror(errno));
         return 127;
     }
-    args[0] = entry;
-    args[1] = COMMAND;
+    args[1] = entry;
+    args[2] = COMMAND;
     for (int i = 1; i < argc; i++)
-        args[i + 1] = argv[i];
-    execv(entry, args);
-    fprintf(stderr, "%s: cannot run %s: %s\n", COMMAND, entry, strerror(errno));
-    return errno == ENOENT ? 127 : 126;
+        args[i + 2] = argv[i];
+    execv(entry, args + 1);
+    int err = errno;
+    if (err == ENOENT || err == ENOEXEC)
+        exec_whole_line(args);
+    fprintf(stderr, "%s: cannot run %s: %s\n", COMMAND, entry, strerror(err));
+    return err == ENOENT ? 127 : 126;
 }

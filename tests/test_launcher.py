@@ -11,9 +11,11 @@ Python: what Python alone gets wrong at start-up, compared with GNU.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import subprocess
+import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -255,3 +257,30 @@ def test_unknown_command_for_the_python_half() -> None:
                          capture_output=True, timeout=60)
     assert res.returncode == 2
     assert res.stderr.startswith(b"_uringtools: unknown command 'uring-mv'")
+
+
+def test_python_path_with_a_space(tmp_path: Path, data: Path) -> None:
+    """pip writes the environment's python whole into the #! line of
+    _uringtools (``#!/home/me/my env/bin/python``), where the kernel takes
+    the first word for the interpreter (``/home/me/my``): every command
+    was "cannot run", status 127. The launcher runs that line itself."""
+    bindir = tmp_path / "my env" / "bin"
+    bindir.mkdir(parents=True)
+    python = bindir / "python"
+    python.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
+    python.chmod(0o755)
+    body = (BIN / "_uringtools").read_text().split("\n", 1)[1]
+    entry = bindir / "_uringtools"
+    entry.write_text(f"#!{python}\n{body}")
+    entry.chmod(0o755)
+    for name in ("uring-cat", "uring-hash"):
+        shutil.copy2(BIN / name, bindir / name)
+    res = _run([str(bindir / "uring-cat"), str(data)], stdout=subprocess.PIPE)
+    assert (res.returncode, res.stdout, res.stderr) == (0, DATA, b"")
+    fd = _dir_fd(tmp_path)      # and the note still reaches Python
+    try:
+        res = _run([str(bindir / "uring-hash"), "-"], stdin=fd,
+                   stdout=subprocess.PIPE)
+    finally:
+        os.close(fd)
+    assert (res.returncode, res.stderr) == (1, b"uring-hash: -: Is a directory\n")

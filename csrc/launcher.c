@@ -7,7 +7,8 @@
  * (after which GNU tools report "write error: Broken pipe") cannot be told
  * from the default (die of the signal).  This launcher runs first: it
  * parks a directory found on fd 0-2 above fd 2, with /dev/null in its
- * place, notes that and an ignored SIGPIPE in URINGTOOLS_LAUNCH, and runs
+ * place, notes that and an ignored (or blocked) SIGPIPE in
+ * URINGTOOLS_LAUNCH, and runs
  * the Python half, `_uringtools COMMAND ARGS...`, installed beside it (pip
  * points its #! line at the environment's python; where the kernel cannot
  * run that line, a python path with a space, the launcher runs it).
@@ -44,9 +45,13 @@ static void append(char *note, size_t size, const char *word, int a, int b)
 static void take_note(char *note, size_t size)
 {
     struct sigaction old;
+    sigset_t mask;
 
     note[0] = '\0';
-    if (sigaction(SIGPIPE, NULL, &old) == 0 && old.sa_handler == SIG_IGN)
+    /* blocked is as good as ignored: a write with no reader gets EPIPE */
+    if ((sigaction(SIGPIPE, NULL, &old) == 0 && old.sa_handler == SIG_IGN) ||
+        (sigprocmask(SIG_BLOCK, NULL, &mask) == 0 &&
+         sigismember(&mask, SIGPIPE) == 1))
         append(note, size, "sigpipe=ignored ", 0, 0);
     for (int fd = 0; fd < 3; fd++) {
         struct stat st;

@@ -284,3 +284,38 @@ def test_python_path_with_a_space(tmp_path: Path, data: Path) -> None:
     finally:
         os.close(fd)
     assert (res.returncode, res.stderr) == (1, b"uring-hash: -: Is a directory\n")
+
+
+def _block_sigpipe() -> None:
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGPIPE})
+
+
+@pytest.mark.parametrize("ours, gnu", [
+    ([URING_CAT, "DATA"], ["cat", "DATA"]),
+    ([URING_HASH, "DATA"], ["sha256sum", "DATA"]),
+    ([URING_CP, "-v", "DATA", "COPY"], ["cp", "-v", "DATA", "COPY"]),
+], ids=lambda a: " ".join(Path(x).name for x in a))
+def test_sigpipe_blocked_like_gnu(tmp_path: Path, data: Path,
+                                  ours: List[str], gnu: List[str]) -> None:
+    """SIGPIPE blocked (sigprocmask) rather than ignored: a write with no
+    reader fails with EPIPE all the same and GNU reports it, status 1; we
+    exited 141 in silence."""
+    def argv(args: List[str], copy: str) -> List[str]:
+        return [str(data) if a == "DATA" else
+                str(tmp_path / copy) if a == "COPY" else a for a in args]
+
+    results = []
+    for args, copy in ((ours, "ours"), (gnu, "gnu")):
+        w = _closed_pipe()
+        try:
+            results.append(subprocess.run(
+                argv(args, copy), stdout=w, stderr=subprocess.PIPE, env=ENV,
+                timeout=60, preexec_fn=_block_sigpipe))
+        finally:
+            os.close(w)
+    got, want = results
+    assert (got.returncode, want.returncode) == (1, 1)
+    if ours[0] == URING_HASH:   # GNU: "write error" (stdio loses the reason)
+        assert got.stderr == b"uring-hash: write error: Broken pipe\n"
+    else:
+        assert got.stderr == _ours(want.stderr)

@@ -19,9 +19,9 @@ from ..stats import Stats
 if TYPE_CHECKING:
     T = TypeVar("T")
 
-#: SIGPIPE was ignored when we were started (``trap '' PIPE``; the C
-#: launcher tells us, cli/launch.py): a reader gone is then GNU's "write
-#: error: Broken pipe", status 1, instead of death by SIGPIPE.
+#: SIGPIPE was ignored (``trap '' PIPE``) or blocked when we were started
+#: (the C launcher tells us, cli/launch.py): a reader gone is then GNU's
+#: "write error: Broken pipe", status 1, instead of death by SIGPIPE.
 SIGPIPE_IGNORED = False
 
 DEFAULT_BLOCK_SIZE = 128 * 1024

@@ -4,7 +4,7 @@
 run ``_uringtools COMMAND ARGS...``. They note in ``URINGTOOLS_LAUNCH``
 what Python hides from us: a directory on fd 0-2 (Python cannot start with
 one there, so the launcher parks it above fd 2 behind /dev/null) and a
-SIGPIPE the caller ignored (Python ignores it anyway).
+SIGPIPE the caller ignored or blocked (Python ignores it anyway).
 """
 
 from __future__ import annotations

@@ -73,34 +73,60 @@ static void take_note(char *note, size_t size)
     }
 }
 
-/* The path of _uringtools: beside this executable (symlinks resolved). */
-static char *entry_path(const char *argv0)
+/* This executable's path, symlinks resolved (malloc'ed), or NULL. */
+static char *self_path(const char *argv0)
 {
-    size_t size = 4096;
-    for (;;) {
-        char *path = malloc(size + sizeof ENTRY);
+    for (size_t size = 4096;; size *= 2) {
+        char *path = malloc(size);
         if (path == NULL)
             return NULL;
         ssize_t n = readlink("/proc/self/exe", path, size);
-        if (n < 0 && strchr(argv0, '/') != NULL) {
-            /* no /proc: the name we were run by */
-            n = (ssize_t)strlen(argv0);
-            if ((size_t)n < size)
-                memcpy(path, argv0, (size_t)n);
-        }
-        if (n < 0) {
-            free(path);
-            return NULL;
-        }
-        if ((size_t)n < size) {
+        if (n >= 0 && (size_t)n < size) {
             path[n] = '\0';
-            char *slash = strrchr(path, '/');
-            strcpy(slash != NULL ? slash + 1 : path, ENTRY);
             return path;
         }
         free(path);
-        size *= 2;
+        if (n < 0)
+            break;
     }
+    /* no /proc: where the shell found us, by argv[0] or along $PATH */
+    if (strchr(argv0, '/') != NULL)
+        return realpath(argv0, NULL);
+    const char *dirs = getenv("PATH");
+    while (dirs != NULL && argv0[0] != '\0') {
+        const char *colon = strchr(dirs, ':');
+        int len = (int)(colon != NULL ? (size_t)(colon - dirs) : strlen(dirs));
+        size_t size = (size_t)len + strlen(argv0) + 3;
+        char *candidate = malloc(size);
+        if (candidate == NULL)
+            return NULL;
+        snprintf(candidate, size, "%.*s/%s", len > 0 ? len : 1,
+                 len > 0 ? dirs : ".", argv0);      /* "" is "." */
+        char *found = access(candidate, X_OK) == 0 ?
+            realpath(candidate, NULL) : NULL;
+        free(candidate);
+        if (found != NULL)
+            return found;
+        dirs = colon != NULL ? colon + 1 : NULL;
+    }
+    errno = ENOENT;
+    return NULL;
+}
+
+/* The path of _uringtools: beside this executable. */
+static char *entry_path(const char *argv0)
+{
+    char *self = self_path(argv0);
+    if (self == NULL)
+        return NULL;
+    char *path = realloc(self, strlen(self) + sizeof ENTRY);
+    if (path == NULL) {
+        free(self);
+        return NULL;
+    }
+    char *slash = strrchr(path, '/');
+    strcpy(slash != NULL ? slash + 1 : path, ENTRY);
+    return path;
 }
 
 /* Run args[1] (_uringtools) with the whole of its #! line as the path of

@@ -319,3 +319,21 @@ def test_sigpipe_blocked_like_gnu(tmp_path: Path, data: Path,
         assert got.stderr == b"uring-hash: write error: Broken pipe\n"
     else:
         assert got.stderr == _ours(want.stderr)
+
+
+def test_without_proc(tmp_path: Path, data: Path) -> None:
+    """/proc not mounted (a chroot, a build sandbox): /proc/self/exe cannot
+    say where the launcher is. Run by name along PATH (the usual way) or
+    through a symlink, it was "cannot find _uringtools", status 127; it now
+    looks where the shell found it, as the #! scripts it replaced did."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None or \
+            subprocess.run(["unshare", "-m", "true"]).returncode != 0:
+        pytest.skip("needs a mount namespace of its own (root, unshare -m)")
+    link = tmp_path / "my-cat"
+    link.symlink_to(URING_CAT)
+    script = ('umount -l /proc && test ! -e /proc/self/exe && '
+              'uring-cat "$1" && "$2" "$1" && cd "$3" && ./uring-cat "$1"')
+    res = subprocess.run(["unshare", "-m", "sh", "-c", script, "sh",
+                          str(data), str(link), str(BIN)],
+                         env=ENV, capture_output=True, timeout=60)
+    assert (res.returncode, res.stdout, res.stderr) == (0, DATA * 3, b"")

@@ -337,3 +337,30 @@ def test_without_proc(tmp_path: Path, data: Path) -> None:
                           str(data), str(link), str(BIN)],
                          env=ENV, capture_output=True, timeout=60)
     assert (res.returncode, res.stdout, res.stderr) == (0, DATA * 3, b"")
+
+
+@pytest.mark.parametrize("ignored", [False, True], ids=["default", "ignored"])
+@pytest.mark.parametrize("ours, gnu", [
+    ([URING_CAT, "--help"], ["cat", "--help"]),
+    ([URING_CP, "--version"], ["cp", "--version"]),
+    ([URING_HASH, "--help"], ["sha256sum", "--help"]),
+    ([URINGTOOLS, "--help"], ["cat", "--help"]),
+    ([URINGTOOLS, "hash", "--version"], ["sha256sum", "--version"]),
+], ids=lambda a: " ".join(Path(x).name for x in a))
+def test_help_into_a_closed_pipe_like_gnu(ours: List[str], gnu: List[str],
+                                          ignored: bool) -> None:
+    """--help or --version with no reader: GNU dies of SIGPIPE, or with
+    SIGPIPE ignored says "write error: Broken pipe", status 1. Click
+    caught the EPIPE itself and exited 1 in silence either way."""
+    w = _closed_pipe()
+    try:
+        got = _run(ours, stdout=w, sigpipe_ignored=ignored)
+        want = _run(gnu, stdout=w, sigpipe_ignored=ignored)
+    finally:
+        os.close(w)
+    no_traceback(got.stderr)
+    assert got.returncode == want.returncode == \
+        (1 if ignored else -signal.SIGPIPE)
+    prog = Path(ours[0]).name.encode()
+    assert got.stderr == (prog + b": write error: Broken pipe\n"
+                          if ignored else b"")

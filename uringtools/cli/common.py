@@ -119,17 +119,27 @@ def click_main(command: Any, prog: str) -> None:
         raise SystemExit(1)
     except click.Abort:
         raise SystemExit(1)
+    except SystemExit:
+        # Click catches EPIPE itself, swaps in its PacifyFlushWrapper
+        # (_PacifyFlushWrapper since 8.2) and exits 1
+        if type(sys.stdout).__name__.endswith("PacifyFlushWrapper"):
+            _help_write_error(prog, errno.EPIPE)
+        raise
     except OSError as exc:
         if not _raised_in_click(exc):
             raise
-        # --help or --version could not be written (``>&-``, a reader gone)
-        if exc.errno == errno.EPIPE:
-            broken_pipe()
-        sys.stdout = None      # nothing more to flush at exit
-        sys.stderr.write(f"{prog}: write error: {strerror(exc.errno or 0)}\n")
-        sys.stderr.flush()
-        raise SystemExit(1)
+        _help_write_error(prog, exc.errno or 0)
     raise SystemExit(code if isinstance(code, int) else 0)
+
+
+def _help_write_error(prog: str, code: int) -> NoReturn:
+    """--help or --version could not be written (``>&-``, a reader gone)."""
+    if code == errno.EPIPE:
+        broken_pipe()
+    sys.stdout = None      # nothing more to flush at exit
+    sys.stderr.write(f"{prog}: write error: {strerror(code)}\n")
+    sys.stderr.flush()
+    raise SystemExit(1)
 
 
 def _raised_in_click(exc: BaseException) -> bool:

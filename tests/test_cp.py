@@ -2133,3 +2133,57 @@ def test_force_onto_immutable_or_append_only_file_like_gnu(
         for t in targets:
             subprocess.run(["chattr", "-" + attr[1:], str(t)])
     no_temps(tmp)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_archive_hard_link_over_existing_names_like_gnu(tmp: Path,
+                                                       engine: str) -> None:
+    """cp -av of three names of one file onto a file and a dangling
+    symlink: GNU links the later names and says 'removed' for what each
+    link replaced, right after its line."""
+    results = {}
+    for who in ("gnu", "ours"):
+        root = tmp / who
+        (root / "src").mkdir(parents=True)
+        (root / "dst").mkdir()
+        (root / "src/a").write_bytes(b"data\n")
+        os.link(root / "src/a", root / "src/b")
+        os.link(root / "src/a", root / "src/c")
+        (root / "dst/b").write_bytes(b"old\n")
+        (root / "dst/c").symlink_to("nowhere")
+        argv = [GNU_CP] if who == "gnu" else [URING_CP, "--engine", engine]
+        res = run([*argv, "-av", "src/a", "src/b", "src/c", "dst"], root)
+        inodes = {os.lstat(root / "dst" / n).st_ino for n in "abc"}
+        results[who] = (res.returncode, res.stdout,
+                        res.stderr.replace(b"uring-cp:", b"cp:"),
+                        snapshot(root / "dst"), len(inodes))
+    assert results["ours"] == results["gnu"]
+    assert results["ours"][1].count(b"removed") == 2
+    assert results["ours"][4] == 1
+
+
+@pytest.mark.parametrize("flags", ["-rL", "-r", "-raL"])
+def test_fifo_onto_existing_file_under_dereference_like_gnu(
+        tmp: Path, flags: str) -> None:
+    """GNU unlinks what is at the destination of a FIFO only when it
+    copies symlinks as symlinks (or that name has other hard links, with
+    -a): under -L, mkfifo meets the old file, 'File exists', and the file
+    is kept."""
+    results = {}
+    for who in ("gnu", "ours"):
+        root = tmp / who
+        (root / "src").mkdir(parents=True)
+        (root / "dst").mkdir()
+        os.mkfifo(root / "src/p")
+        (root / "src/lp").symlink_to("p")
+        (root / "dst/p").write_bytes(b"old\n")
+        (root / "dst/lp").write_bytes(b"old\n")
+        os.link(root / "dst/lp", root / "dst/lp2")
+        argv = [GNU_CP] if who == "gnu" else [URING_CP]
+        res = run([*argv, flags, "src/p", "src/lp", "dst"], root)
+        results[who] = (res.returncode, res.stdout,
+                        res.stderr.replace(b"uring-cp:", b"cp:"),
+                        snapshot(root / "dst"))
+    assert results["ours"] == results["gnu"]
+    if flags == "-rL":
+        assert results["ours"][0] == 1 and b"File exists" in results["ours"][2]

@@ -509,7 +509,11 @@ class _Walker:
                 target = _link_target(dst)
         if not stat.S_ISREG(mode) and opt.recursive:
             # GNU -R makes special files anew, -L or not (no --copy-contents)
-            self.copy_special(src, dst, src_st, dst_lst is not None)
+            # GNU replaces what is there only when it copies symlinks as
+            # symlinks (or keeps hard links and that name has others):
+            # under -L, mkfifo/mknod meet it ("File exists")
+            self.copy_special(src, dst, src_st, dst_lst is not None and (
+                not follow or (opt.preserve_links and dst_lst.st_nlink > 1)))
             return
         old = dst_st if dst_lst is not None else None
         job_mode = mode & 0o777 & ~UMASK
@@ -716,8 +720,8 @@ class _Walker:
             yield from self.copy(s, d, False, st)
 
     def removed(self, dst: str) -> None:
-        """-v: GNU's line for a destination it unlinks to make a symlink or
-        a special file in its place."""
+        """-v: GNU's line for a destination it unlinks to make a symlink, a
+        special file or a hard link (-a) in its place."""
         if self.on_verbose is not None:
             self.on_verbose(f"removed {quote(dst)}")
 
@@ -775,8 +779,10 @@ class _Walker:
             self.fail(f"cannot create symbolic link {quote(dst)}: {_err(failure)}")
 
     def copy_special(self, src: str, dst: str, src_st: os.stat_result,
-                     exists: bool) -> None:
-        if exists:
+                     replace: bool) -> None:
+        """Make a FIFO, socket or device like ``src`` at ``dst``, after
+        unlinking what is there if ``replace``."""
+        if replace:
             self.dir_ids.clear()
             try:
                 os.unlink(dst)
@@ -827,6 +833,10 @@ class _Walker:
             self.link_first[key] = (dst, _ident(dst_lst), _ident(dst_st))
             return False
         self.verbose(src, dst)
+        if dst_lst is not None:
+            # GNU's link replaces what is there and says so at once; ours
+            # is made once the first copy is in place (make_links)
+            self.removed(dst)
         self.links.append(_Link(first[0], dst, src, src_st, follow, key))
         return True
 

@@ -365,3 +365,47 @@ def test_our_syscalls_count_what_the_peers_count() -> None:
     stats = {"enters": 5, "syscalls": {"openat": 100, "close": 100, "newfstatat": 7,
                                        "read": 3, "write": 2, "pread": 1, "pwrite": 1}}
     assert bm._our_calls(b"uring-cp: x\n" + json.dumps(stats).encode() + b"\n") == 12
+
+
+@pytest.mark.parametrize("argv", [
+    ["cat", "DATA"], ["sha256sum", "DATA"], ["cp", "DATA", "COPY"],
+    [sys.executable, "-c", "import hashlib; hashlib.file_digest(open('DATA', 'rb'), 'sha256')"],
+], ids=lambda a: Path(a[0]).name)
+def test_peer_syscalls_without_reading_its_proc_io(tmp_path: Path, argv) -> None:
+    """Another user may not read a finished peer's /proc/PID/io; its count
+    is then our own /proc/self/io across its reaping. Both ways, in one
+    run (as root, where both can be read), give the same number."""
+    from uringtools import benchmark as bm
+
+    data = tmp_path / "data"
+    data.write_bytes(b"x" * (3 << 20))
+    argv = [str(data) if a == "DATA" else str(tmp_path / "copy") if a == "COPY"
+            else a.replace("DATA", str(data)) for a in argv]
+    seen = []
+    real = bm._proc_io_calls
+
+    def closed(pid: int):
+        seen.append(real(pid))    # what root reads, then refuse as for others
+        return None
+
+    bm._proc_io_calls = closed
+    try:
+        got = bm.run_once(bm.Command("peer", argv, ours=False)).syscalls
+    finally:
+        bm._proc_io_calls = real
+    if seen[0] is None:
+        pytest.skip("needs root to read a finished child's /proc/PID/io")
+    assert got == seen[0] and got > 0
+
+
+def test_peer_syscalls_as_nobody(shared_tmp: Path) -> None:
+    from conftest import as_nobody
+
+    res = subprocess.run(as_nobody(["bench", "--dir", str(shared_tmp), "--size", "2M",
+                                    "--workload", "cat-null", "--runs", "1",
+                                    "--format", "json"]),
+                         capture_output=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    rows = {r["command"]: r for r in json.loads(res.stdout)["rows"]}
+    # GNU cat reads 2 MiB in 128 KiB reads and writes each: about 32 calls
+    assert 30 <= rows["GNU cat"]["syscalls"] < 100, rows["GNU cat"]

@@ -233,13 +233,16 @@ def _progress(total: int):  # -> (Progress | None, callable)
     from rich.console import Console
     from rich.progress import Progress
 
+    # redrawn between runs only: a refresh thread writing while a peer runs
+    # would count in that peer's syscalls (benchmark._OwnIO)
     progress = Progress(console=Console(stderr=True), redirect_stdout=False,
-                        transient=True)
+                        transient=True, auto_refresh=False)
     task = progress.add_task("measuring", total=total)
     progress.start()
 
     def advance(label: str) -> None:
         progress.update(task, advance=1, description=label)
+        progress.refresh()
 
     return progress, advance
 

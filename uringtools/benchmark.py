@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-# os.wait4 imports it on first use (its rusage type): a module read from
-# disk inside the first peer's count (_OwnIO) unless it is loaded already
-import resource  # noqa: F401
 import shutil
 import statistics
 import subprocess
@@ -126,6 +123,11 @@ def _proc_io_calls(pid: int) -> Optional[int]:
             return _io_calls(f.read())
     except OSError:
         return None
+
+
+# os.wait4 imports `resource` on first use (its rusage type): a module read
+# from disk inside the first peer's count (_OwnIO) unless loaded already
+__import__("resource")
 
 
 class _OwnIO:

@@ -364,3 +364,15 @@ def test_help_into_a_closed_pipe_like_gnu(ours: List[str], gnu: List[str],
     prog = Path(ours[0]).name.encode()
     assert got.stderr == (prog + b": write error: Broken pipe\n"
                           if ignored else b"")
+
+
+@pytest.mark.parametrize("note", ["0=99999999999999999999", "1=\u00b2",
+                                  "2=\u0663", "sigpipe=ignored 0=-1 1="])
+def test_hostile_note_no_traceback(data: Path, note: str) -> None:
+    """A note the launcher did not write, with fd numbers too large for a C
+    int or made of non-ASCII digits ('²'.isdigit()), was a traceback
+    (OverflowError, ValueError); such words are ignored."""
+    env = dict(ENV, URINGTOOLS_LAUNCH=note)
+    res = subprocess.run([str(BIN / "_uringtools"), "uring-cat", str(data)],
+                         env=env, capture_output=True, timeout=60)
+    assert (res.returncode, res.stdout, res.stderr) == (0, DATA, b"")

@@ -33,14 +33,14 @@ def take_note(note: str) -> None:
         key, _, value = word.partition("=")
         if key == "sigpipe" and value == "ignored":
             common.SIGPIPE_IGNORED = True
-        elif key in ("0", "1", "2") and value.isdigit():
+        elif key in ("0", "1", "2") and value.isascii() and value.isdigit():
             parked = int(value)
             try:
                 if not stat.S_ISDIR(os.fstat(parked).st_mode):
                     continue     # not what the launcher left: leave it
                 os.dup2(parked, int(key))
                 os.close(parked)
-            except OSError:
+            except (OSError, OverflowError):    # not an fd at all
                 continue
 
 

@@ -22,17 +22,19 @@ class build_scripts(_build_scripts):  # type: ignore[misc,valid-type]
 
     def run(self) -> None:
         super().run()
+        # always rebuilt (four small compiles): a build/ left from another
+        # CC, flags or source must not install stale launchers
         cc = shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC")
                          or "cc")
+        flags = [word for var in ("CPPFLAGS", "CFLAGS", "LDFLAGS")
+                 for word in shlex.split(os.environ.get(var, ""))]
         self.mkpath(self.build_dir)
         for name in COMMANDS:
             out = os.path.join(self.build_dir, name)
-            if self.force or not os.path.exists(out) or \
-                    os.path.getmtime(out) < os.path.getmtime(LAUNCHER):
-                cmd = [*cc, "-O2", "-Wall", f'-DCOMMAND="{name}"',
-                       "-o", out, LAUNCHER]
-                self.announce(" ".join(cmd), level=2)
-                subprocess.run(cmd, check=True)
+            cmd = [*cc, "-O2", "-Wall", *flags, f'-DCOMMAND="{name}"',
+                   "-o", out, LAUNCHER]
+            self.announce(" ".join(cmd), level=2)
+            subprocess.run(cmd, check=True)
 
 
 setup(cffi_modules=["csrc/build.py:ffibuilder"],

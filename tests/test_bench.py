@@ -409,3 +409,20 @@ def test_peer_syscalls_as_nobody(shared_tmp: Path) -> None:
     rows = {r["command"]: r for r in json.loads(res.stdout)["rows"]}
     # GNU cat reads 2 MiB in 128 KiB reads and writes each: about 32 calls
     assert 30 <= rows["GNU cat"]["syscalls"] < 100, rows["GNU cat"]
+
+
+def test_stdin_a_directory(tmp_path: Path) -> None:
+    """The contenders do not inherit bench's stdin: a directory there
+    stopped the Python peer (Python cannot start with one)."""
+    import os
+
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        res = subprocess.run([URINGTOOLS, "bench", "--dir", str(tmp_path), "--size", "1M",
+                              "--workload", "hash-big", "--runs", "1", "--format", "json"],
+                             stdin=fd, capture_output=True, timeout=120)
+    finally:
+        os.close(fd)
+    assert res.returncode == 0, res.stderr
+    commands = {r["command"] for r in json.loads(res.stdout)["rows"]}
+    assert "hashlib.file_digest" in commands

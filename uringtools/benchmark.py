@@ -213,12 +213,16 @@ def run_once(cmd: Command) -> Measurement:
         t0 = time.perf_counter()
         if cmd.into_pipe:
             r, w = os.pipe()
-            proc = subprocess.Popen(cmd.argv, stdout=w, stderr=errfile)
+            proc = subprocess.Popen(cmd.argv, stdin=subprocess.DEVNULL,
+                                    stdout=w, stderr=errfile)
             os.close(w)
             sink = subprocess.Popen(_sink_argv(), stdin=r, stdout=devnull)
             os.close(r)
         else:
-            proc = subprocess.Popen(cmd.argv, stdout=devnull, stderr=errfile)
+            # stdin: nothing measured reads it (and a directory there
+            # would stop a Python peer before it starts)
+            proc = subprocess.Popen(cmd.argv, stdin=subprocess.DEVNULL,
+                                    stdout=devnull, stderr=errfile)
         os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
         peer_calls = None if cmd.ours else _proc_io_calls(proc.pid)
         # not root: ours before and after the reaping that adds the peer's

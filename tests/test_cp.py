@@ -2187,3 +2187,67 @@ def test_fifo_onto_existing_file_under_dereference_like_gnu(
     assert results["ours"] == results["gnu"]
     if flags == "-rL":
         assert results["ours"][0] == 1 and b"File exists" in results["ours"][2]
+
+
+def _update_case(root: Path) -> None:
+    """Sources and destinations some older, some newer, some missing."""
+    def put(rel: str, data: bytes, day: int) -> None:
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        os.utime(path, (day * 86400, day * 86400))
+
+    def link(rel: str, to: str, day: int) -> None:
+        (root / rel).symlink_to(to)
+        os.utime(root / rel, (day * 86400, day * 86400), follow_symlinks=False)
+
+    (root / "d").mkdir(parents=True)
+    put("src/newer", b"new\n", 2)
+    put("src/older", b"new\n", 1)
+    put("src/missing", b"new\n", 1)
+    put("src/same", b"new\n", 5)
+    put("src/sub/f", b"s\n", 3)
+    link("src/link", "newer", 1)
+    put("src/h1", b"h\n", 1)
+    os.link(root / "src/h1", root / "src/h2")
+    put("dst/newer", b"old\n", 1)
+    put("dst/older", b"old\n", 2)
+    put("dst/same", b"old\n", 5)
+    put("dst/sub/f", b"old\n", 4)
+    link("dst/link", "other", 2)
+    put("dst/h1", b"oldh\n", 9)
+    put("a/x", b"x\n", 1)
+    put("b/x", b"y\n", 3)
+
+
+@pytest.mark.parametrize("args", [
+    "-ruv src/. dst", "-rupv src/. dst", "-auv src/. dst", "-au src dst",
+    "-uv src/newer src/older src/same src/missing dst", "-uv a/x b/x d",
+    "-upv a/x b/x d", "-upv b/x a/x d", "-u src/link dst/link",
+    "-uP src/link dst/link", "-ruL src/. dst", "-aun src/. dst",
+    "--update -v src/newer dst/older"])
+def test_update_like_gnu(tmp: Path, args: str) -> None:
+    """-u: copy only onto a missing or older destination (same time: kept);
+    a later name of a hard-linked file under -a is linked all the same."""
+    results = {}
+    for who in ("gnu", "ours"):
+        root = tmp / who
+        _update_case(root)
+        argv = [GNU_CP] if who == "gnu" else [URING_CP]
+        res = run([*argv, *args.split()], root)
+        links = sorted(os.lstat(p).st_nlink for p in (root / "dst").rglob("h*"))
+
+        def kept(tree: Path) -> Dict[str, Tuple]:
+            # the set-up's times are days after 1970; a copy made now is "new"
+            return {rel: info[:-1] + (info[-1] if info[-1] < 10**17 else "new",)
+                    if info[0] != "l" else info
+                    for rel, info in snapshot(tree, times=True).items()}
+
+        results[who] = (res.returncode, res.stdout,
+                        res.stderr.replace(b"uring-cp:", b"cp:"),
+                        kept(root / "dst"), kept(root / "d"), links)
+    assert results["ours"] == results["gnu"]
+    if args == "-ruv src/. dst":
+        tree = results["ours"][3]
+        assert tree["newer"][2] == tree["missing"][2] == b"new\n"
+        assert tree["older"][2] == tree["same"][2] == b"old\n"

@@ -197,12 +197,13 @@ class CopyOptions:
                  engine: str = "uring", block_size: int = DEFAULT_BLOCK_SIZE,
                  queue_depth: int = DEFAULT_QUEUE_DEPTH,
                  direct: bool = False, preserve_links: bool = False,
-                 splice: Optional[bool] = None) -> None:
+                 splice: Optional[bool] = None, update: bool = False) -> None:
         self.recursive = recursive
         self.preserve = preserve          # -p: mode, ownership, timestamps
         self.preserve_links = preserve_links   # -a: hard links stay links
         self.dereference = dereference    # -L True, -P False, None: GNU default
         self.no_clobber = no_clobber
+        self.update = update              # -u: only onto older destinations
         self.force = force
         self.verbose = verbose
         self.sparse = sparse              # auto | always | never

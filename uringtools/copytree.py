@@ -361,6 +361,14 @@ class _Walker:
             return None   # the usual 'cannot overwrite directory' check
         if self.opt.no_clobber:
             return ""
+        if self.opt.update:
+            # GNU's -u comes first: the copy just made is not older, unless
+            # -p gave it an older source's time; then GNU goes on to refuse
+            try:
+                if os.stat(dst).st_mtime_ns >= src_st.st_mtime_ns:
+                    return ""
+            except OSError:
+                pass
         if made == "symlink" and stat.S_ISREG(src_st.st_mode):
             return (f"will not copy {quote(src)} through just-created "
                     f"symlink {quote(dst)}")
@@ -417,6 +425,9 @@ class _Walker:
         if ((self.opt.recursive or not stat.S_ISDIR(mode))
                 and self._seen_before(src, src_st)):
             return
+        if self.opt.update and not stat.S_ISDIR(mode) and \
+                self.dst_made.get(self._entry(dst) or (0, 0, "")):
+            yield BARRIER      # -u looks at the time of the copy just made
         refuse = self._just_created(src, dst, src_st)
         if refuse is not None:
             if refuse:
@@ -486,6 +497,12 @@ class _Walker:
         # the source is a regular file): a dangling symlink is no
         # destination then, and gets the refusal below
         if opt.no_clobber and dst_sb is not None:
+            return
+        if opt.update and dst_sb is not None and \
+                dst_sb.st_mtime_ns >= src_st.st_mtime_ns:
+            # -u: the destination is not older; later names of the same
+            # file (-a) link to it, as to a copy of it
+            self._remember_first(src, src_st, follow, dst, dst_lst, dst_st)
             return
         if dst_sb is not None and stat.S_ISDIR(dst_sb.st_mode):
             self.fail(f"cannot overwrite directory {quote(dst)} "
@@ -816,6 +833,26 @@ class _Walker:
             os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
         except OSError as exc:
             self.fail(f"preserving times for {quote(path)}: {_err(exc)}")
+
+    def _remember_first(self, src: str, src_st: os.stat_result, follow: bool,
+                        dst: str,
+                        dst_lst: Optional[os.stat_result],
+                        dst_st: Optional[os.stat_result]) -> None:
+        """-a -u: a name left alone because its destination is newer is
+        still the first copy of its file for the names after it (GNU's
+        remember_copied), already in place; or, when the file was copied
+        under an earlier name, GNU links it to that copy all the same."""
+        if not (self.opt.preserve_links and (src_st.st_nlink > 1 or follow)):
+            return
+        key = (src_st.st_dev, src_st.st_ino)
+        first = self.link_first.get(key)
+        if first is None:
+            # "before" None: make_links takes the name as made
+            self.link_first[key] = (dst, None, _ident(dst_st))
+            return
+        if dst_lst is not None:
+            self.removed(dst)
+        self.links.append(_Link(first[0], dst, src, src_st, follow, key))
 
     def _linked(self, src: str, dst: str, src_st: os.stat_result,
                 follow: bool, dst_lst: Optional[os.stat_result],

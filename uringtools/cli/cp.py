@@ -101,6 +101,10 @@ def _build_command() -> Any:
                   multiple=True, help="never follow symbolic links in SOURCE")
     @click.option("-n", "--no-clobber", is_flag=True,
                   help="do not overwrite an existing file")
+    @click.option("-u", "--update", is_flag=True,
+                  help="copy only when the SOURCE file is newer than the "
+                       "destination file or when the destination file is "
+                       "missing")
     @click.option("-p", "preserve", is_flag=True,
                   help="preserve mode, ownership and timestamps")
     @click.option("--preserve", "preserve_long", is_flag=True,
@@ -132,7 +136,8 @@ def _build_command() -> Any:
     @click.argument("operands", nargs=-1)
     @engine_options
     def cp_command(operands: Tuple[str, ...], deref_seq: Tuple[str, ...],
-                   force: bool, no_clobber: bool, preserve: bool,
+                   force: bool, no_clobber: bool, update: bool,
+                   preserve: bool,
                    preserve_long: bool, recursive: bool, sparse: str,
                    target_directory: Optional[str], no_target_directory: bool,
                    verbose: bool, fsync: bool, direct: bool,
@@ -150,7 +155,8 @@ def _build_command() -> Any:
         archive = "a" in deref_seq
         deref = _LAST_DEREF[deref_seq[-1]] if deref_seq else None
         return run_cp(operands, archive=archive, force=force, deref=deref,
-                      no_clobber=no_clobber, preserve=preserve,
+                      no_clobber=no_clobber, update=update,
+                      preserve=preserve,
                       preserve_long=preserve_long, recursive=recursive,
                       sparse=sparse, target_directory=target_directory,
                       no_target_directory=no_target_directory, verbose=verbose,
@@ -166,7 +172,8 @@ __getattr__ = COMMAND.module_getattr
 
 def run_cp(operands: Sequence[str], *, archive: bool = False,
            force: bool = False, deref: Optional[str] = None,
-           no_clobber: bool = False, preserve: bool = False,
+           no_clobber: bool = False, update: bool = False,
+           preserve: bool = False,
            preserve_long: bool = False, recursive: bool = False,
            sparse: str = "auto", target_directory: Optional[str] = None,
            no_target_directory: bool = False, verbose: bool = False,
@@ -208,7 +215,8 @@ def run_cp(operands: Sequence[str], *, archive: bool = False,
             or archive, dereference=dereference, no_clobber=no_clobber,
             force=force, verbose=verbose, sparse=sparse, fsync=fsync,
             block_size=settings.block_size, queue_depth=settings.queue_depth,
-            direct=direct, preserve_links=archive, splice=splice)
+            direct=direct, preserve_links=archive, splice=splice,
+            update=update)
 
         show = wanted(progress, lambda: operand_bytes(sources))
         bar: Optional[ProgressBar] = None
@@ -265,13 +273,14 @@ _FAST_FLAGS: Dict[str, Tuple[str, Any]] = {
     "a": ("archive", True), "f": ("force", True), "L": ("deref", "L"),
     "P": ("deref", "P"), "n": ("no_clobber", True), "p": ("preserve", True),
     "r": ("recursive", True), "R": ("recursive", True),
-    "T": ("no_target_directory", True), "v": ("verbose", True),
+    "T": ("no_target_directory", True), "u": ("update", True),
+    "v": ("verbose", True),
 }
 
 
 def fast_parse(argv: Sequence[str]) -> Optional[Tuple[List[str], Dict[str, Any]]]:
     """Operands and options of a command line made only of operands and
-    the short flags -afLPnprRTv (alone or bundled), as Click would parse it;
+    the short flags -afLPnprRTuv (alone or bundled), as Click would parse it;
     None for anything else (long options, -t, --, --help...), which Click
     then parses."""
     parsed = short_flags(argv, "".join(_FAST_FLAGS))

@@ -2251,3 +2251,28 @@ def test_update_like_gnu(tmp: Path, args: str) -> None:
         tree = results["ours"][3]
         assert tree["newer"][2] == tree["missing"][2] == b"new\n"
         assert tree["older"][2] == tree["same"][2] == b"old\n"
+
+
+def test_refused_hard_link_keeps_the_name_like_gnu(tmp: Path) -> None:
+    """cp -au h1 h2 dst where dst/h1 is a newer directory (left alone by
+    -u, and so the 'first copy' of the file) and dst/h2 an older file: the
+    link to a directory is refused, and dst/h2 keeps its content, as GNU's
+    link-then-rename keeps it (we used to unlink it first)."""
+    results = {}
+    for who in ("gnu", "ours"):
+        root = tmp / who
+        (root / "src").mkdir(parents=True)
+        (root / "dst/h1").mkdir(parents=True)
+        (root / "src/h1").write_bytes(b"data\n")
+        os.link(root / "src/h1", root / "src/h2")
+        os.utime(root / "src/h1", (86400, 86400))
+        os.utime(root / "dst/h1", (9 * 86400, 9 * 86400))
+        (root / "dst/h2").write_bytes(b"keep\n")
+        os.utime(root / "dst/h2", (3600, 3600))
+        argv = [GNU_CP] if who == "gnu" else [URING_CP]
+        res = run([*argv, "-auv", "src/h1", "src/h2", "dst"], root)
+        results[who] = (res.returncode, res.stdout,
+                        res.stderr.replace(b"uring-cp:", b"cp:"),
+                        (root / "dst/h2").read_bytes())
+    assert results["ours"] == results["gnu"]
+    assert results["ours"][0] == 1 and results["ours"][3] == b"keep\n"

@@ -11,8 +11,8 @@ import sys
 from stat import S_ISREG
 TYPE_CHECKING = False  # typing costs ~13 ms of start-up: annotations only
 if TYPE_CHECKING:
-    from typing import (Callable, Dict, Iterable, Iterator, List, Optional,
-                        Sequence, Set, Tuple)
+    from typing import (Callable, Dict, Generator, Iterable, Iterator, List,
+                        Optional, Sequence, Set, Tuple)
 
 from .copy import (BARRIER, CopyOptions, FileCopier, FileJob, UMASK,
                    make_engine, preserved_mode, quote)
@@ -502,13 +502,13 @@ class _Walker:
                 dst_sb.st_mtime_ns >= src_st.st_mtime_ns:
             # -u: the destination is not older; later names of the same
             # file (-a) link to it, as to a copy of it
-            self._remember_first(src, src_st, follow, dst, dst_lst, dst_st)
+            yield from self._left_alone(src_st, follow, dst, dst_st)
             return
         if dst_sb is not None and stat.S_ISDIR(dst_sb.st_mode):
             self.fail(f"cannot overwrite directory {quote(dst)} "
                       "with non-directory")
             return
-        if self._linked(src, dst, src_st, follow, dst_lst, dst_st):
+        if (yield from self._linked(src, dst, src_st, follow, dst_lst, dst_st)):
             return
         if stat.S_ISLNK(mode):
             self.copy_symlink(src, dst, src_st, dst_lst is not None)
@@ -726,7 +726,7 @@ class _Walker:
         if created and S_ISREG(st.st_mode):
             # GNU's shortcut: nothing exists yet in a directory this run
             # made, so there is no destination to look at
-            if self._linked(s, d, st, follow, None, None):
+            if (yield from self._linked(s, d, st, follow, None, None)):
                 return
             if self.on_total is not None:
                 self.on_total(st.st_size)
@@ -834,47 +834,81 @@ class _Walker:
         except OSError as exc:
             self.fail(f"preserving times for {quote(path)}: {_err(exc)}")
 
-    def _remember_first(self, src: str, src_st: os.stat_result, follow: bool,
-                        dst: str,
-                        dst_lst: Optional[os.stat_result],
-                        dst_st: Optional[os.stat_result]) -> None:
-        """-a -u: a name left alone because its destination is newer is
+    def _left_alone(self, src_st: os.stat_result, follow: bool, dst: str,
+                    dst_st: Optional[os.stat_result]) -> Iterator[Job]:
+        """-a -u: a name left alone because its destination is not older is
         still the first copy of its file for the names after it (GNU's
         remember_copied), already in place; or, when the file was copied
         under an earlier name, GNU links it to that copy all the same."""
         if not (self.opt.preserve_links and (src_st.st_nlink > 1 or follow)):
             return
         key = (src_st.st_dev, src_st.st_ino)
-        first = self.link_first.get(key)
-        if first is None:
-            # "before" None: make_links takes the name as made
-            self.link_first[key] = (dst, None, _ident(dst_st))
-            return
-        if dst_lst is not None:
-            self.removed(dst)
-        self.links.append(_Link(first[0], dst, src, src_st, follow, key))
+        if key in self.link_first:
+            yield BARRIER      # is that copy made? GNU forgets one that failed
+            if self._first_made(key):
+                self._link_now(self.link_first[key][0], dst, replacing=True)
+                return
+        # "before" None: make_links takes the name as made
+        self.link_first[key] = (dst, None, _ident(dst_st))
 
     def _linked(self, src: str, dst: str, src_st: os.stat_result,
                 follow: bool, dst_lst: Optional[os.stat_result],
-                dst_st: Optional[os.stat_result]) -> bool:
+                dst_st: Optional[os.stat_result]) -> Generator[Job, None, bool]:
         """GNU -a: whether ``src`` was met before (another hard link, or
         the same file through symlinks under -L), so ``dst`` becomes a link
-        to its first copy (made by :meth:`make_links`). Remembers it if not,
-        with what was at ``dst`` (``dst_lst``) and what a copy through a
-        symlink there would replace (``dst_st``)."""
+        to its first copy (made by :meth:`make_links`, or at once where a
+        name is there to be replaced). Remembers it if not, with what was at
+        ``dst`` (``dst_lst``) and what a copy through a symlink there would
+        replace (``dst_st``)."""
         if not self.opt.preserve_links or not (src_st.st_nlink > 1 or follow):
             return False
         key = (src_st.st_dev, src_st.st_ino)
         first = self.link_first.get(key)
+        if first is not None and dst_lst is not None:
+            # GNU replaces what is there with the link, and says 'removed'
+            # only once the link is made; a first copy that failed it has
+            # forgotten, and this name is copied as the first
+            yield BARRIER
+            if self._first_made(key):
+                self.verbose(src, dst)
+                self._link_now(first[0], dst, replacing=True)
+                return True
+            first = None
         if first is None:
             self.link_first[key] = (dst, _ident(dst_lst), _ident(dst_st))
             return False
         self.verbose(src, dst)
-        if dst_lst is not None:
-            # GNU's link replaces what is there and says so at once; ours
-            # is made once the first copy is in place (make_links)
-            self.removed(dst)
         self.links.append(_Link(first[0], dst, src, src_st, follow, key))
+        return True
+
+    def _link_now(self, first: str, dst: str, replacing: bool) -> bool:
+        """Make ``dst`` a hard link to ``first``: linked beside it under a
+        temporary name and renamed over it, so a refused link (to a
+        directory, to another user's file under protected_hardlinks...)
+        loses nothing at ``dst``. -v's 'removed' when it replaced a name."""
+        head, tail = os.path.split(dst)
+        tmp = os.path.join(head, f".{tail[:180]}.ucp-{os.urandom(4).hex()}")
+        failure: Optional[OSError] = None
+        try:
+            os.link(first, tmp, follow_symlinks=False)
+        except OSError as exc:
+            failure = exc
+        else:
+            try:
+                os.rename(tmp, dst)
+            except OSError as exc:
+                failure = exc
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+        if failure is not None:
+            self.fail(f"cannot create hard link {quote(dst)} to "
+                      f"{quote(first)}: {_err(failure)}")
+            return False
+        self.dir_ids.clear()
+        if replacing:
+            self.removed(dst)
         return True
 
     def _first_made(self, key: Tuple[int, int]) -> bool:
@@ -914,13 +948,7 @@ class _Walker:
                 if not ok:
                     orphans.append(link)
                     continue
-                try:
-                    if os.path.lexists(link.dst):
-                        os.unlink(link.dst)
-                    os.link(link.first, link.dst, follow_symlinks=False)
-                except OSError as exc:
-                    self.fail(f"cannot create hard link {quote(link.dst)} to "
-                              f"{quote(link.first)}: {_err(exc)}")
+                self._link_now(link.first, link.dst, replacing=False)
             for key in made:
                 if not made[key]:
                     del self.link_first[key]   # the next name is the first

@@ -2276,3 +2276,34 @@ def test_refused_hard_link_keeps_the_name_like_gnu(tmp: Path) -> None:
                         (root / "dst/h2").read_bytes())
     assert results["ours"] == results["gnu"]
     assert results["ours"][0] == 1 and results["ours"][3] == b"keep\n"
+
+
+@pytest.mark.parametrize("who_runs", ["root", "nobody"])
+def test_archive_onto_a_name_with_other_links_like_gnu(tmp: Path,
+                                                       who_runs: str) -> None:
+    """cp -a onto a file that has other hard links: GNU unlinks the name
+    first ('removed' before its line), so the other names keep the old
+    content and a read-only file is no obstacle; as nobody too."""
+    roots = gnu_and_ours_as_nobody(tmp) if who_runs == "nobody" else \
+        [tmp / "gnu", tmp / "ours"]
+    results = {}
+    for root in roots:
+        (root / "dst").mkdir(parents=True)
+        (root / "src").write_bytes(b"new\n")
+        (root / "dst/f").write_bytes(b"old\n")
+        os.link(root / "dst/f", root / "dst/g")
+        (root / "dst/f").chmod(0o444)
+        if who_runs == "nobody":
+            for p in (root, root / "src", root / "dst"):
+                os.chown(p, 65534, 65534)
+            (root / "dst").chmod(0o777)
+        argv = [GNU_CP] if root.name == "gnu" else [URING_CP]
+        res = run([*argv, "-av", "src", "dst/f"], root,
+                  prefix=NOBODY if who_runs == "nobody" else None)
+        results[root.name] = (res.returncode, res.stdout,
+                              res.stderr.replace(b"uring-cp:", b"cp:"),
+                              (root / "dst/f").read_bytes(),
+                              (root / "dst/g").read_bytes())
+    assert results["ours"] == results["gnu"]
+    assert results["ours"][:2] == (0, b"removed 'dst/f'\n'src' -> 'dst/f'\n")
+    assert results["ours"][3:] == (b"new\n", b"old\n")

@@ -542,6 +542,20 @@ class _Walker:
                 # symlinks: /dev/stdout's last link names "pipe:[N]"
                 in_place = True
                 target = dst
+            elif opt.preserve_links and old.st_nlink > 1:
+                # -a: GNU unlinks a name that has other links before the
+                # copy (they keep the old content) and says so first; ours
+                # is renamed over it, and the refusal is GNU's unlink's
+                assert dst_lst is not None   # as old is: the name exists
+                refusal = self._replace_refusal(dst, dst_lst) or (
+                    errno.EPERM if _immutable(dst) else 0)
+                if refusal:
+                    self.fail(f"cannot remove {quote(dst)}: "
+                              f"{os.strerror(refusal)}")
+                    return
+                self.removed(dst)
+                old = None
+                target = dst
             elif not opt.force and not os.access(target, os.W_OK):
                 self.verbose(src, dst)    # GNU's line comes first
                 if not self._source_refused(src, mode):

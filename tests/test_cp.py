@@ -2307,3 +2307,26 @@ def test_archive_onto_a_name_with_other_links_like_gnu(tmp: Path,
     assert results["ours"] == results["gnu"]
     assert results["ours"][:2] == (0, b"removed 'dst/f'\n'src' -> 'dst/f'\n")
     assert results["ours"][3:] == (b"new\n", b"old\n")
+
+
+@pytest.mark.parametrize("flags", ["-av", "-rLv", "-rv"])
+def test_fifo_onto_symlinks_like_gnu(tmp: Path, flags: str) -> None:
+    """-r makes a FIFO anew and writes through no symlink for it: a
+    dangling symlink at its name is no 'not writing through dangling
+    symlink' case; it is replaced under -P and met under -L."""
+    results = {}
+    for who in ("gnu", "ours"):
+        root = tmp / who
+        (root / "src").mkdir(parents=True)
+        (root / "dst").mkdir()
+        (root / "target").write_bytes(b"t\n")
+        for name in ("a", "c"):
+            os.mkfifo(root / "src" / name)
+        (root / "dst/a").symlink_to("nowhere")
+        (root / "dst/c").symlink_to("../target")
+        argv = [GNU_CP] if who == "gnu" else [URING_CP]
+        res = run([*argv, flags, "src/a", "src/c", "dst"], root)
+        results[who] = (res.returncode, res.stdout,
+                        res.stderr.replace(b"uring-cp:", b"cp:"),
+                        snapshot(root / "dst"), (root / "target").read_bytes())
+    assert results["ours"] == results["gnu"]

@@ -513,7 +513,9 @@ class _Walker:
         if stat.S_ISLNK(mode):
             self.copy_symlink(src, dst, src_st, dst_lst is not None)
             return
-        if dst_lst is not None and stat.S_ISLNK(dst_lst.st_mode):
+        special = not stat.S_ISREG(mode) and opt.recursive
+        if dst_lst is not None and stat.S_ISLNK(dst_lst.st_mode) and \
+                not special:
             if dst_st is None:
                 # GNU 9.1 refuses with -f too (only --remove-destination
                 # would replace the link itself)
@@ -524,8 +526,9 @@ class _Walker:
                 return
             else:
                 target = _link_target(dst)
-        if not stat.S_ISREG(mode) and opt.recursive:
-            # GNU -R makes special files anew, -L or not (no --copy-contents)
+        if special:
+            # GNU -R makes special files anew, -L or not (no --copy-contents),
+            # and writes through no symlink for them
             # GNU replaces what is there only when it copies symlinks as
             # symlinks (or keeps hard links and that name has others):
             # under -L, mkfifo/mknod meet it ("File exists")

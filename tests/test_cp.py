@@ -2135,15 +2135,32 @@ def test_force_onto_immutable_or_append_only_file_like_gnu(
     no_temps(tmp)
 
 
+def run_both(tmp: Path, build: Any, args: Sequence[str], *,
+             roots: Optional[List[Path]] = None, engine: Optional[str] = None,
+             prefix: Optional[List[str]] = None,
+             look: Any = lambda root: snapshot(root / "dst")) -> Dict[str, Tuple]:
+    """Build one case under tmp/gnu and tmp/ours (``build(root)``), run GNU
+    cp and ours there with ``args``: (status, stdout, stderr as GNU's,
+    ``look(root)``) for each."""
+    results = {}
+    for root in roots or [tmp / "gnu", tmp / "ours"]:
+        build(root)
+        argv = [GNU_CP] if root.name == "gnu" else \
+            [URING_CP, *(["--engine", engine] if engine else [])]
+        res = run([*argv, *args], root, prefix=prefix)
+        results[root.name] = (res.returncode, res.stdout,
+                              res.stderr.replace(b"uring-cp:", b"cp:"),
+                              look(root))
+    return results
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 def test_archive_hard_link_over_existing_names_like_gnu(tmp: Path,
                                                        engine: str) -> None:
     """cp -av of three names of one file onto a file and a dangling
     symlink: GNU links the later names and says 'removed' for what each
     link replaced, right after its line."""
-    results = {}
-    for who in ("gnu", "ours"):
-        root = tmp / who
+    def build(root: Path) -> None:
         (root / "src").mkdir(parents=True)
         (root / "dst").mkdir()
         (root / "src/a").write_bytes(b"data\n")
@@ -2151,15 +2168,16 @@ def test_archive_hard_link_over_existing_names_like_gnu(tmp: Path,
         os.link(root / "src/a", root / "src/c")
         (root / "dst/b").write_bytes(b"old\n")
         (root / "dst/c").symlink_to("nowhere")
-        argv = [GNU_CP] if who == "gnu" else [URING_CP, "--engine", engine]
-        res = run([*argv, "-av", "src/a", "src/b", "src/c", "dst"], root)
+
+    def look(root: Path) -> Tuple:
         inodes = {os.lstat(root / "dst" / n).st_ino for n in "abc"}
-        results[who] = (res.returncode, res.stdout,
-                        res.stderr.replace(b"uring-cp:", b"cp:"),
-                        snapshot(root / "dst"), len(inodes))
+        return snapshot(root / "dst"), len(inodes)
+
+    results = run_both(tmp, build, ["-av", "src/a", "src/b", "src/c", "dst"],
+                       engine=engine, look=look)
     assert results["ours"] == results["gnu"]
     assert results["ours"][1].count(b"removed") == 2
-    assert results["ours"][4] == 1
+    assert results["ours"][3][1] == 1
 
 
 @pytest.mark.parametrize("flags", ["-rL", "-r", "-raL"])
@@ -2169,9 +2187,7 @@ def test_fifo_onto_existing_file_under_dereference_like_gnu(
     copies symlinks as symlinks (or that name has other hard links, with
     -a): under -L, mkfifo meets the old file, 'File exists', and the file
     is kept."""
-    results = {}
-    for who in ("gnu", "ours"):
-        root = tmp / who
+    def build(root: Path) -> None:
         (root / "src").mkdir(parents=True)
         (root / "dst").mkdir()
         os.mkfifo(root / "src/p")
@@ -2179,11 +2195,8 @@ def test_fifo_onto_existing_file_under_dereference_like_gnu(
         (root / "dst/p").write_bytes(b"old\n")
         (root / "dst/lp").write_bytes(b"old\n")
         os.link(root / "dst/lp", root / "dst/lp2")
-        argv = [GNU_CP] if who == "gnu" else [URING_CP]
-        res = run([*argv, flags, "src/p", "src/lp", "dst"], root)
-        results[who] = (res.returncode, res.stdout,
-                        res.stderr.replace(b"uring-cp:", b"cp:"),
-                        snapshot(root / "dst"))
+
+    results = run_both(tmp, build, [flags, "src/p", "src/lp", "dst"])
     assert results["ours"] == results["gnu"]
     if flags == "-rL":
         assert results["ours"][0] == 1 and b"File exists" in results["ours"][2]
@@ -2220,6 +2233,14 @@ def _update_case(root: Path) -> None:
     put("b/x", b"y\n", 3)
 
 
+def _kept(tree: Path) -> Dict[str, Tuple]:
+    """snapshot with times, where a copy made now reads "new" (the set-up's
+    times are days after 1970)."""
+    return {rel: info[:-1] + (info[-1] if info[-1] < 10**17 else "new",)
+            if info[0] != "l" else info
+            for rel, info in snapshot(tree, times=True).items()}
+
+
 @pytest.mark.parametrize("args", [
     "-ruv src/. dst", "-rupv src/. dst", "-auv src/. dst", "-au src dst",
     "-uv src/newer src/older src/same src/missing dst", "-uv a/x b/x d",
@@ -2229,26 +2250,14 @@ def _update_case(root: Path) -> None:
 def test_update_like_gnu(tmp: Path, args: str) -> None:
     """-u: copy only onto a missing or older destination (same time: kept);
     a later name of a hard-linked file under -a is linked all the same."""
-    results = {}
-    for who in ("gnu", "ours"):
-        root = tmp / who
-        _update_case(root)
-        argv = [GNU_CP] if who == "gnu" else [URING_CP]
-        res = run([*argv, *args.split()], root)
+    def look(root: Path) -> Tuple:
         links = sorted(os.lstat(p).st_nlink for p in (root / "dst").rglob("h*"))
+        return _kept(root / "dst"), _kept(root / "d"), links
 
-        def kept(tree: Path) -> Dict[str, Tuple]:
-            # the set-up's times are days after 1970; a copy made now is "new"
-            return {rel: info[:-1] + (info[-1] if info[-1] < 10**17 else "new",)
-                    if info[0] != "l" else info
-                    for rel, info in snapshot(tree, times=True).items()}
-
-        results[who] = (res.returncode, res.stdout,
-                        res.stderr.replace(b"uring-cp:", b"cp:"),
-                        kept(root / "dst"), kept(root / "d"), links)
+    results = run_both(tmp, _update_case, args.split(), look=look)
     assert results["ours"] == results["gnu"]
     if args == "-ruv src/. dst":
-        tree = results["ours"][3]
+        tree = results["ours"][3][0]
         assert tree["newer"][2] == tree["missing"][2] == b"new\n"
         assert tree["older"][2] == tree["same"][2] == b"old\n"
 
@@ -2258,9 +2267,7 @@ def test_refused_hard_link_keeps_the_name_like_gnu(tmp: Path) -> None:
     -u, and so the 'first copy' of the file) and dst/h2 an older file: the
     link to a directory is refused, and dst/h2 keeps its content, as GNU's
     link-then-rename keeps it (we used to unlink it first)."""
-    results = {}
-    for who in ("gnu", "ours"):
-        root = tmp / who
+    def build(root: Path) -> None:
         (root / "src").mkdir(parents=True)
         (root / "dst/h1").mkdir(parents=True)
         (root / "src/h1").write_bytes(b"data\n")
@@ -2269,11 +2276,9 @@ def test_refused_hard_link_keeps_the_name_like_gnu(tmp: Path) -> None:
         os.utime(root / "dst/h1", (9 * 86400, 9 * 86400))
         (root / "dst/h2").write_bytes(b"keep\n")
         os.utime(root / "dst/h2", (3600, 3600))
-        argv = [GNU_CP] if who == "gnu" else [URING_CP]
-        res = run([*argv, "-auv", "src/h1", "src/h2", "dst"], root)
-        results[who] = (res.returncode, res.stdout,
-                        res.stderr.replace(b"uring-cp:", b"cp:"),
-                        (root / "dst/h2").read_bytes())
+
+    results = run_both(tmp, build, ["-auv", "src/h1", "src/h2", "dst"],
+                       look=lambda root: (root / "dst/h2").read_bytes())
     assert results["ours"] == results["gnu"]
     assert results["ours"][0] == 1 and results["ours"][3] == b"keep\n"
 
@@ -2284,29 +2289,28 @@ def test_archive_onto_a_name_with_other_links_like_gnu(tmp: Path,
     """cp -a onto a file that has other hard links: GNU unlinks the name
     first ('removed' before its line), so the other names keep the old
     content and a read-only file is no obstacle; as nobody too."""
-    roots = gnu_and_ours_as_nobody(tmp) if who_runs == "nobody" else \
-        [tmp / "gnu", tmp / "ours"]
-    results = {}
-    for root in roots:
+    nobody = who_runs == "nobody"
+
+    def build(root: Path) -> None:
         (root / "dst").mkdir(parents=True)
         (root / "src").write_bytes(b"new\n")
         (root / "dst/f").write_bytes(b"old\n")
         os.link(root / "dst/f", root / "dst/g")
         (root / "dst/f").chmod(0o444)
-        if who_runs == "nobody":
+        if nobody:
             for p in (root, root / "src", root / "dst"):
                 os.chown(p, 65534, 65534)
             (root / "dst").chmod(0o777)
-        argv = [GNU_CP] if root.name == "gnu" else [URING_CP]
-        res = run([*argv, "-av", "src", "dst/f"], root,
-                  prefix=NOBODY if who_runs == "nobody" else None)
-        results[root.name] = (res.returncode, res.stdout,
-                              res.stderr.replace(b"uring-cp:", b"cp:"),
-                              (root / "dst/f").read_bytes(),
-                              (root / "dst/g").read_bytes())
+
+    results = run_both(
+        tmp, build, ["-av", "src", "dst/f"],
+        roots=gnu_and_ours_as_nobody(tmp) if nobody else None,
+        prefix=NOBODY if nobody else None,
+        look=lambda root: ((root / "dst/f").read_bytes(),
+                           (root / "dst/g").read_bytes()))
     assert results["ours"] == results["gnu"]
     assert results["ours"][:2] == (0, b"removed 'dst/f'\n'src' -> 'dst/f'\n")
-    assert results["ours"][3:] == (b"new\n", b"old\n")
+    assert results["ours"][3] == (b"new\n", b"old\n")
 
 
 @pytest.mark.parametrize("flags", ["-av", "-rLv", "-rv"])
@@ -2314,9 +2318,7 @@ def test_fifo_onto_symlinks_like_gnu(tmp: Path, flags: str) -> None:
     """-r makes a FIFO anew and writes through no symlink for it: a
     dangling symlink at its name is no 'not writing through dangling
     symlink' case; it is replaced under -P and met under -L."""
-    results = {}
-    for who in ("gnu", "ours"):
-        root = tmp / who
+    def build(root: Path) -> None:
         (root / "src").mkdir(parents=True)
         (root / "dst").mkdir()
         (root / "target").write_bytes(b"t\n")
@@ -2324,9 +2326,8 @@ def test_fifo_onto_symlinks_like_gnu(tmp: Path, flags: str) -> None:
             os.mkfifo(root / "src" / name)
         (root / "dst/a").symlink_to("nowhere")
         (root / "dst/c").symlink_to("../target")
-        argv = [GNU_CP] if who == "gnu" else [URING_CP]
-        res = run([*argv, flags, "src/a", "src/c", "dst"], root)
-        results[who] = (res.returncode, res.stdout,
-                        res.stderr.replace(b"uring-cp:", b"cp:"),
-                        snapshot(root / "dst"), (root / "target").read_bytes())
+
+    results = run_both(tmp, build, [flags, "src/a", "src/c", "dst"],
+                       look=lambda root: (snapshot(root / "dst"),
+                                          (root / "target").read_bytes()))
     assert results["ours"] == results["gnu"]

@@ -277,6 +277,15 @@ class _Walker:
             return (src_to.st_dev, src_to.st_ino) != (dst_to.st_dev, dst_to.st_ino)
         return False
 
+    def _unlink_refused(self, dst: str, dst_lst: os.stat_result) -> bool:
+        """Whether GNU's unlink of ``dst``, which ours renames over, would
+        be refused; if so, its 'cannot remove' message."""
+        refusal = self._replace_refusal(dst, dst_lst) or (
+            errno.EPERM if _immutable(dst) else 0)
+        if refusal:
+            self.fail(f"cannot remove {quote(dst)}: {os.strerror(refusal)}")
+        return bool(refusal)
+
     def _replace_refusal(self, path: str, st: os.stat_result) -> int:
         """The errno with which ``path`` (owned as ``st`` says) could not be
         unlinked or renamed over, or 0: its directory must take new files
@@ -550,11 +559,7 @@ class _Walker:
                 # copy (they keep the old content) and says so first; ours
                 # is renamed over it, and the refusal is GNU's unlink's
                 assert dst_lst is not None   # as old is: the name exists
-                refusal = self._replace_refusal(dst, dst_lst) or (
-                    errno.EPERM if _immutable(dst) else 0)
-                if refusal:
-                    self.fail(f"cannot remove {quote(dst)}: "
-                              f"{os.strerror(refusal)}")
+                if self._unlink_refused(dst, dst_lst):
                     return
                 self.removed(dst)
                 old = None
@@ -574,11 +579,7 @@ class _Walker:
                 if self._source_refused(src, mode):
                     return
                 assert dst_lst is not None   # as old is: the name exists
-                refusal = self._replace_refusal(dst, dst_lst) or (
-                    errno.EPERM if _immutable(dst) else 0)
-                if refusal:
-                    self.fail(f"cannot remove {quote(dst)}: "
-                              f"{os.strerror(refusal)}")
+                if self._unlink_refused(dst, dst_lst):
                     return
                 self.removed(dst)
                 announced = True

@@ -97,6 +97,13 @@ def _ident(st: Optional[os.stat_result]) -> Optional[Tuple[int, int]]:
     return None if st is None else (st.st_dev, st.st_ino)
 
 
+def _temp_beside(path: str) -> str:
+    """A fresh temporary name in ``path``'s directory, hidden and marked
+    as ours (``.NAME.ucp-XXXXXXXX``), for what is renamed over ``path``."""
+    head, tail = os.path.split(path)
+    return os.path.join(head, f".{tail[:180]}.ucp-{os.urandom(4).hex()}")
+
+
 def _link_target(path: str) -> str:
     """The file symlink ``path`` leads to, named as the kernel reaches it:
     each link's text from the directory of the link before ("d/../x"),
@@ -773,8 +780,7 @@ class _Walker:
         except OSError as exc:
             self.fail(f"cannot read symbolic link {quote(src)}: {_err(exc)}")
             return
-        head, tail = os.path.split(dst)
-        tmp = os.path.join(head, f".{tail[:180]}.ucp-{os.urandom(4).hex()}")
+        tmp = _temp_beside(dst)
         files = self.files
         files.temps.add(tmp)
         try:
@@ -861,11 +867,9 @@ class _Walker:
         if not (self.opt.preserve_links and (src_st.st_nlink > 1 or follow)):
             return
         key = (src_st.st_dev, src_st.st_ino)
-        if key in self.link_first:
-            yield BARRIER      # is that copy made? GNU forgets one that failed
-            if self._first_made(key):
-                self._link_now(self.link_first[key][0], dst, replacing=True)
-                return
+        if key in self.link_first and \
+                (yield from self._link_over(key, dst, None)):
+            return
         # "before" None: make_links takes the name as made
         self.link_first[key] = (dst, None, _ident(dst_st))
 
@@ -883,15 +887,9 @@ class _Walker:
         key = (src_st.st_dev, src_st.st_ino)
         first = self.link_first.get(key)
         if first is not None and dst_lst is not None:
-            # GNU replaces what is there with the link, and says 'removed'
-            # only once the link is made; a first copy that failed it has
-            # forgotten, and this name is copied as the first
-            yield BARRIER
-            if self._first_made(key):
-                self.verbose(src, dst)
-                self._link_now(first[0], dst, replacing=True)
+            if (yield from self._link_over(key, dst, src)):
                 return True
-            first = None
+            first = None     # that copy failed: this name is the first
         if first is None:
             self.link_first[key] = (dst, _ident(dst_lst), _ident(dst_st))
             return False
@@ -899,13 +897,28 @@ class _Walker:
         self.links.append(_Link(first[0], dst, src, src_st, follow, key))
         return True
 
+    def _link_over(self, key: Tuple[int, int], dst: str,
+                   src: Optional[str]) -> Generator[Job, None, bool]:
+        """-a: replace the existing name ``dst`` with a link to the first
+        copy of file ``key`` once that copy is done (GNU, one file at a
+        time, says 'removed' only once the link is made), after -v's line
+        for ``src`` if given. False if that copy failed: GNU has forgotten
+        it."""
+        yield BARRIER
+        if not self._first_made(key):
+            return False
+        if src is not None:
+            self.verbose(src, dst)
+        self._link_now(self.link_first[key][0], dst, replacing=True)
+        return True
+
     def _link_now(self, first: str, dst: str, replacing: bool) -> bool:
         """Make ``dst`` a hard link to ``first``: linked beside it under a
         temporary name and renamed over it, so a refused link (to a
         directory, to another user's file under protected_hardlinks...)
         loses nothing at ``dst``. -v's 'removed' when it replaced a name."""
-        head, tail = os.path.split(dst)
-        tmp = os.path.join(head, f".{tail[:180]}.ucp-{os.urandom(4).hex()}")
+        tmp = _temp_beside(dst)
+        self.files.temps.add(tmp)     # removed if we are stopped meanwhile
         failure: Optional[OSError] = None
         try:
             os.link(first, tmp, follow_symlinks=False)
@@ -920,6 +933,7 @@ class _Walker:
                     os.unlink(tmp)
                 except OSError:
                     pass
+        self.files.temps.discard(tmp)
         if failure is not None:
             self.fail(f"cannot create hard link {quote(dst)} to "
                       f"{quote(first)}: {_err(failure)}")

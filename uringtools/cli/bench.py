@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import shutil
@@ -189,12 +188,9 @@ def _bench(nbytes: int, files: int, data_dir: Optional[str], runs: int,
             _rich_table(rows, title)
         sys.stdout.flush()
     except OSError as exc:
-        if exc.errno == errno.EPIPE:
-            from .common import broken_pipe
+        from .common import stdout_failed
 
-            broken_pipe()     # dies of SIGPIPE, as GNU, unless it is ignored
-        sys.stdout = None     # type: ignore[assignment]  # nothing to flush at exit
-        _fail(f"write error: {_strerror(exc)}")
+        stdout_failed("uringtools bench", exc.errno or 0)
 
 
 def _check_evictable(paths: Sequence[str]) -> None:

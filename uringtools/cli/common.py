@@ -123,17 +123,19 @@ def click_main(command: Any, prog: str) -> None:
         # Click catches EPIPE itself, swaps in its PacifyFlushWrapper
         # (_PacifyFlushWrapper since 8.2) and exits 1
         if type(sys.stdout).__name__.endswith("PacifyFlushWrapper"):
-            _help_write_error(prog, errno.EPIPE)
+            stdout_failed(prog, errno.EPIPE)
         raise
     except OSError as exc:
         if not _raised_in_click(exc):
             raise
-        _help_write_error(prog, exc.errno or 0)
+        stdout_failed(prog, exc.errno or 0)   # --help or --version
     raise SystemExit(code if isinstance(code, int) else 0)
 
 
-def _help_write_error(prog: str, code: int) -> NoReturn:
-    """--help or --version could not be written (``>&-``, a reader gone)."""
+def stdout_failed(prog: str, code: int) -> NoReturn:
+    """Output written through sys.stdout (Click's --help, a report) could
+    not be written (``>&-``, a full disk, a reader gone): GNU's "write
+    error", status 1; EPIPE dies of SIGPIPE unless it is ignored."""
     if code == errno.EPIPE:
         broken_pipe()
     sys.stdout = None      # nothing more to flush at exit
@@ -406,5 +408,6 @@ def strerror(code: int) -> str:
 
 __all__ = ["LazyCommand", "short_flags", "stats_options", "Settings", "engine_options",
            "Reporter", "run_main", "with_engine", "emit_stats",
-           "guard_std_fds", "die_of_signal", "broken_pipe", "Terminated",
+           "guard_std_fds", "die_of_signal", "broken_pipe", "stdout_failed",
+           "Terminated",
            "strerror", "errno"]

@@ -142,11 +142,20 @@ def test_double_dash_operand(tmp_path: Path) -> None:
 
 #: modules a plain run must not import: Click, rich, typing (13 ms), and what
 #: signal's enums, collections, threading and re would cost (5-10 ms each).
-#: Counted only if our code imports them: an editable install's finder
-#: loads collections, enum and re before any code of ours runs.
 HEAVY = ("click", "rich", "typing", "signal", "enum", "collections",
          "functools", "threading", "re")
-BEFORE = "import sys\nBEFORE = set(sys.modules)\n"
+
+
+def _without_site() -> list:
+    """python -S, with our package and cffi's backend on the path: an
+    editable install's finder (a site .pth) loads collections, enum and re
+    before any code of ours runs, and would hide our importing them."""
+    import _cffi_backend
+    import uringtools
+    paths = [str(Path(uringtools.__file__).parent.parent),
+             str(Path(_cffi_backend.__file__).parent)]
+    return [sys.executable, "-S", "-c",
+            f"import sys\nsys.path[:0] = {paths!r}\nBEFORE = set(sys.modules)\n"]
 
 
 @pytest.mark.parametrize("argv", [["FILE"], ["-", "FILE"], ["-n", "FILE"]])
@@ -163,7 +172,8 @@ def test_plain_cat_keeps_heavy_modules_off_start_up(tmp_path: Path,
             "sys.stdout.flush()\n"
             f"print(sorted(m for m in {HEAVY!r} if m in sys.modules"
             " and m not in BEFORE), file=sys.stderr)\n")
-    res = run([sys.executable, "-c", BEFORE + code], input=b"in\n")
+    *argv0, prefix = _without_site()
+    res = run([*argv0, prefix + code], input=b"in\n")
     assert res.returncode == 0, res.stderr
     assert res.stderr.decode().strip().splitlines()[-1] == "[]"
     expected = {"FILE": b"a\nb\n", "-": b"in\na\nb\n",
@@ -182,11 +192,32 @@ def test_plain_hash_keeps_heavy_modules_off_start_up(tmp_path: Path) -> None:
             "sys.stdout.flush()\n"
             f"print(sorted(m for m in {HEAVY!r} if m in sys.modules"
             " and m not in BEFORE), file=sys.stderr)\n")
-    res = run([sys.executable, "-c", BEFORE + code])
+    *argv0, prefix = _without_site()
+    res = run([*argv0, prefix + code])
     assert res.returncode == 0, res.stderr
     assert res.stderr.decode().strip().splitlines()[-1] == "[]"
     digest = hashlib.sha256(b"a\nb\n").hexdigest()
     assert res.stdout == f"{digest}  {tmp_path / 'f'}\n".encode()
+
+
+@pytest.mark.parametrize("argv", [["f", "g"], ["-r", "d", "e"], ["-a", "d", "e"]])
+def test_plain_cp_keeps_heavy_modules_off_start_up(tmp_path: Path,
+                                                   argv: list) -> None:
+    """uring-cp of a file or a small tree: none of the HEAVY modules."""
+    write(tmp_path / "f", b"a\nb\n")
+    (tmp_path / "d").mkdir()
+    write(tmp_path / "d" / "x", b"x\n")
+    *argv0, prefix = _without_site()
+    code = (prefix + f"sys.argv = ['uring-cp', *{argv!r}]\n"
+            "from uringtools.cli.cp import main\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code\n"
+            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules"
+            " and m not in BEFORE), file=sys.stderr)\n")
+    res = run([*argv0, code], cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.decode().strip().splitlines()[-1] == "[]"
+    copied = tmp_path / ("g" if argv[0] == "f" else "e/x")
+    assert copied.read_bytes() == (b"a\nb\n" if argv[0] == "f" else b"x\n")
 
 
 @pytest.mark.parametrize("argv", [
@@ -255,14 +286,15 @@ def test_stats_json_run_does_not_import_click(tmp_path: Path, prog: str) -> None
     operands = {"uring-cat": ["f"], "uring-cp": ["f", "g"],
                 "uring-hash": ["f"]}[prog]
     module = prog.split("-")[1]
-    code = (BEFORE + f"sys.argv = ['{prog}', '--stats-format', 'json', "
+    *argv0, prefix = _without_site()
+    code = (prefix + f"sys.argv = ['{prog}', '--stats-format', 'json', "
             f"*{operands!r}]\n"
             f"from uringtools.cli.{module} import main\n"
             "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code\n"
             "sys.stdout.flush()\n"
             "print(sorted(m for m in ('click', 'rich') if m in sys.modules"
             " and m not in BEFORE), file=sys.stderr)\n")
-    res = run([sys.executable, "-c", code], cwd=tmp_path)
+    res = run([*argv0, code], cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     lines = res.stderr.decode().strip().splitlines()
     assert lines[-1] == "[]"

@@ -376,3 +376,40 @@ def test_hostile_note_no_traceback(data: Path, note: str) -> None:
     res = subprocess.run([str(BIN / "_uringtools"), "uring-cat", str(data)],
                          env=env, capture_output=True, timeout=60)
     assert (res.returncode, res.stdout, res.stderr) == (0, DATA, b"")
+
+
+@pytest.mark.parametrize("ignored", [False, True], ids=["default", "ignored"])
+@pytest.mark.parametrize("ours, gnu", [
+    ([URING_CAT, "--bogus"], ["cat", "--bogus"]),
+    ([URING_CAT, "-x", "DATA"], ["cat", "-x", "DATA"]),
+    ([URING_CAT, "MISSING"], ["cat", "MISSING"]),
+    ([URING_CP], ["cp"]),
+    ([URING_CP, "-t"], ["cp", "-t"]),
+    ([URING_CP, "MISSING", "COPY"], ["cp", "MISSING", "COPY"]),
+    ([URING_HASH, "--bogus"], ["sha256sum", "--bogus"]),
+    ([URING_HASH, "-c", "--tag"], ["sha256sum", "-c", "--tag"]),
+    ([URING_HASH, "MISSING"], ["sha256sum", "MISSING"]),
+    ([URINGTOOLS, "cat", "--bogus"], ["cat", "--bogus"]),
+], ids=lambda a: " ".join(Path(x).name for x in a))
+def test_error_into_a_closed_stderr_pipe_like_gnu(
+        tmp_path: Path, data: Path, ours: List[str], gnu: List[str],
+        ignored: bool) -> None:
+    """A usage error or a bad operand with stderr a pipe nobody reads: GNU
+    dies of SIGPIPE writing the message, or with SIGPIPE ignored exits 1.
+    A usage error used to exit 1 either way."""
+    def argv(args: List[str]) -> List[str]:
+        return [str(data) if a == "DATA" else
+                str(tmp_path / "missing") if a == "MISSING" else
+                str(tmp_path / "copy") if a == "COPY" else a for a in args]
+
+    w = _closed_pipe()
+    try:
+        got = _run(argv(ours), stdout=subprocess.DEVNULL, stderr=w,
+                   sigpipe_ignored=ignored)
+        want = _run(argv(gnu), stdout=subprocess.DEVNULL, stderr=w,
+                    sigpipe_ignored=ignored)
+    finally:
+        os.close(w)
+    assert got.returncode == want.returncode == \
+        (1 if ignored else -signal.SIGPIPE)
+    assert not (tmp_path / "copy").exists()

@@ -113,9 +113,8 @@ def click_main(command: Any, prog: str) -> None:
             line = f"option '{name}' doesn't allow an argument"
         else:
             line = text[:1].lower() + text[1:]
-        sys.stderr.write(f"{where}: {line}\n"
-                         f"Try '{where} --help' for more information.\n")
-        sys.stderr.flush()
+        write_stderr(f"{where}: {line}\n"
+                     f"Try '{where} --help' for more information.\n")
         raise SystemExit(1)
     except click.Abort:
         raise SystemExit(1)
@@ -280,10 +279,13 @@ class Reporter:
 
     def say(self, message: str) -> None:
         """Print ``prog: message`` on stderr without changing the status."""
-        try:
-            os.write(2, f"{self.prog}: {message}\n".encode("utf-8", "surrogateescape"))
-        except OSError:
-            pass
+        write_stderr(f"{self.prog}: {message}\n")
+
+    def usage(self, message: str) -> NoReturn:
+        """A bad command line: the message, GNU's hint, status 1."""
+        self.say(message)
+        write_stderr(f"Try '{self.prog} --help' for more information.\n")
+        raise SystemExit(1)
 
     def fail(self, message: str, status: int = 1) -> NoReturn:
         """Print ``prog: message`` and exit with ``status``."""
@@ -304,6 +306,16 @@ def die_of_signal(signum: int) -> None:
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)
     os._exit(128 + signum)  # in case the signal is blocked
+
+
+def write_stderr(text: str) -> None:
+    """Write ``text`` on fd 2 as GNU's error() does: with the reader gone we
+    die of SIGPIPE (unless it is ignored); other failures are dropped."""
+    try:
+        os.write(2, text.encode("utf-8", "surrogateescape"))
+    except OSError as exc:
+        if exc.errno == errno.EPIPE:
+            broken_pipe()
 
 
 def broken_pipe() -> None:
@@ -409,5 +421,6 @@ def strerror(code: int) -> str:
 __all__ = ["LazyCommand", "short_flags", "stats_options", "Settings", "engine_options",
            "Reporter", "run_main", "with_engine", "emit_stats",
            "guard_std_fds", "die_of_signal", "broken_pipe", "stdout_failed",
+           "write_stderr",
            "Terminated",
            "strerror", "errno"]

@@ -7,7 +7,7 @@ import os
 import sys
 TYPE_CHECKING = False  # typing costs ~13 ms of start-up: annotations only
 if TYPE_CHECKING:
-    from typing import (Any, Callable, Dict, List, NoReturn, Optional,
+    from typing import (Any, Callable, Dict, List, Optional,
                         Sequence, Tuple)
 
 from ..copy import CopyOptions, quote
@@ -22,15 +22,6 @@ if TYPE_CHECKING:
     from .ui import ProgressBar
 
 PROG = "uring-cp"
-
-
-def _usage(reporter: Reporter, message: str) -> NoReturn:
-    reporter.say(message)
-    try:
-        os.write(2, f"Try '{PROG} --help' for more information.\n".encode())
-    except OSError:
-        pass
-    raise SystemExit(1)
 
 
 class _VerboseOut:
@@ -196,15 +187,15 @@ def run_cp(operands: Sequence[str], *, archive: bool = False,
         if target_directory is not None:
             sources, dest = operands, None
             if not sources:
-                _usage(reporter, "missing file operand")
+                reporter.usage("missing file operand")
         else:
             if not operands:
-                _usage(reporter, "missing file operand")
+                reporter.usage("missing file operand")
             if len(operands) == 1:
-                _usage(reporter, "missing destination file operand after "
-                                 f"{quote(operands[0])}")
+                reporter.usage("missing destination file operand after "
+                               f"{quote(operands[0])}")
             if no_target_directory and len(operands) > 2:
-                _usage(reporter, f"extra operand {quote(operands[2])}")
+                reporter.usage(f"extra operand {quote(operands[2])}")
             sources, dest = operands[:-1], operands[-1]
         dereference = {"L": True, "P": False}.get(deref or "")
         if archive and deref is None:

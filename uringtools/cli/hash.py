@@ -229,15 +229,6 @@ def _check_lengths(algorithm: str, texts: Sequence[str],
     return bits or None
 
 
-def _usage_error(reporter: Reporter, message: str) -> None:
-    reporter.say(message)
-    try:
-        os.write(2, f"Try '{PROG} --help' for more information.\n".encode())
-    except OSError:
-        pass
-    raise SystemExit(1)
-
-
 def _build_command() -> Any:
     """The Click command (Click is imported only when options are given)."""
     import click
@@ -321,22 +312,22 @@ def run_hash(files: Sequence[str], *, algorithm: str = DEFAULT_ALGORITHM,
     bits = _check_lengths(algorithm, (length,) if isinstance(length, str)
                           else tuple(length or ()), reporter)
     if zero and check:
-        _usage_error(reporter, "the --zero option is not supported when "
-                               "verifying checksums")
+        reporter.usage("the --zero option is not supported when "
+                       "verifying checksums")
     if tag and check:
-        _usage_error(reporter, "the --tag option is meaningless when "
-                               "verifying checksums")
+        reporter.usage("the --tag option is meaningless when "
+                       "verifying checksums")
     if mode is not None and check:
-        _usage_error(reporter, "the --binary and --text options are "
-                               "meaningless when verifying checksums")
+        reporter.usage("the --binary and --text options are "
+                       "meaningless when verifying checksums")
     for flag, name in ((ignore_missing, "--ignore-missing"),
                        (status, "--status"), (warn, "--warn"),
                        (quiet, "--quiet"), (strict, "--strict")):
         if flag and not check:
-            _usage_error(reporter, f"the {name} option is meaningful only "
-                                   "when verifying checksums")
+            reporter.usage(f"the {name} option is meaningful only "
+                           "when verifying checksums")
     if tag and mode == "text":
-        _usage_error(reporter, "--tag does not support --text mode")
+        reporter.usage("--tag does not support --text mode")
     try:
         algo = get_algorithm(algorithm, bits or None)
     except ValueError as exc:   # MissingExtra, an unknown name or length

@@ -116,6 +116,8 @@ static int ut_reap(struct io_uring *ring, unsigned max, uint64_t *user_data,
 #include <stdlib.h>
 #include <dirent.h>
 #include <sys/stat.h>
+#include <sys/ioctl.h>
+#include <linux/fs.h>
 
 #define UT_STEP_OPEN_SRC 0
 #define UT_STEP_OPEN_DST 1
@@ -131,7 +133,7 @@ static int ut_reap(struct io_uring *ring, unsigned max, uint64_t *user_data,
 #define UT_STOP_FAILED 3 /* the entry at the new pos could not be copied */
 
 struct ut_sync_calls {
-    uint64_t openat, read, write, close, unlink;
+    uint64_t openat, read, write, close, unlink, ioctl;
 };
 
 struct ut_dirent {
@@ -172,6 +174,8 @@ struct ut_fresh {
     int32_t stop;
     int32_t check_dst;
     uint64_t dst_checks;
+    int32_t clone;
+    int32_t err;
 };
 
 struct ut_linux_dirent64 {
@@ -318,7 +322,8 @@ static int ut_small_file(const struct ut_dir *d, const struct ut_dirent *e,
 {
     struct stat st;
 
-    /* size 0 is not: it may be a /proc-like file */
+    /* size 0 is not: it may be a /proc-like file. A clone takes any size,
+     * holes and all (small_max and keep_holes say so) */
     if (e->link || !S_ISREG(e->mode) || e->size <= 0 || e->size > f->small_max
         || (e->blocks * 512 < e->size && !f->keep_holes))
         return 0;
@@ -381,12 +386,13 @@ int ut_chain_fresh(const struct ut_dir *d, unsigned pos, struct ut_fresh *f,
 
 /* Copy the small regular files of d from pos on with plain syscalls, in
  * this thread, while the ring's workers carry the chains in flight: at most
- * max files, through buf (f->small_max bytes). Each file is whole or not
- * there: the copy stops before an entry that is not a small file
- * (UT_STOP_OTHER) or whose copy fails (UT_STOP_FAILED; what it created is
- * removed, and a chain then copies it and reports why, as for any other).
- * Returns the number copied; their sizes are added to f->bytes and the
- * syscalls made to calls. */
+ * max files, through buf (f->small_max bytes); or, with f->clone, make each
+ * share its source's extents (FICLONE: no bytes move, any size). Each file
+ * is whole or not there: the copy stops before an entry that is not a small
+ * file (UT_STOP_OTHER) or whose copy fails (UT_STOP_FAILED, its errno in
+ * f->err; what it created is removed, and a chain then copies it and
+ * reports why, as for any other). Returns the number copied; their sizes
+ * are added to f->bytes and the syscalls made to calls. */
 int ut_copy_fresh(const struct ut_dir *d, unsigned pos, struct ut_fresh *f,
                   unsigned max, char *buf, struct ut_sync_calls *calls)
 {
@@ -405,26 +411,37 @@ int ut_copy_fresh(const struct ut_dir *d, unsigned pos, struct ut_fresh *f,
         }
         calls->openat++;
         in = openat(f->src_dirfd, name, (int)f->open_src | O_CLOEXEC);
-        if (in < 0)
+        if (in < 0) {
+            f->err = errno;
             goto failed;
+        }
         calls->openat++;
         out = openat(f->dst_dirfd, name, (int)f->open_dst | O_CLOEXEC,
                      e->mode & 0777 & ~f->umask);
         if (out < 0) {
+            f->err = errno;
             calls->close++;
             close(in);
             goto failed;
         }
-        calls->read++;
-        ok = pread(in, buf, size, 0) == (ssize_t)size;
-        if (ok) {
-            calls->write++;
-            ok = pwrite(out, buf, size, 0) == (ssize_t)size;
+        if (f->clone) {
+            calls->ioctl++;
+            ok = ioctl(out, FICLONE, in) == 0;
+        } else {
+            calls->read++;
+            ok = pread(in, buf, size, 0) == (ssize_t)size;
+            if (ok) {
+                calls->write++;
+                ok = pwrite(out, buf, size, 0) == (ssize_t)size;
+            }
         }
+        f->err = ok ? 0 : errno;
         calls->close += 2;
         close(in);
-        if (close(out) != 0)
+        if (close(out) != 0 && ok) {
             ok = 0;
+            f->err = errno;
+        }
         if (!ok) {
             /* ours (O_EXCL): nothing half-written stays */
             calls->unlink++;

@@ -126,6 +126,9 @@ struct ut_fresh {
     int32_t check_dst;    /* the destination directory existed: take only
                              names not there yet */
     uint64_t dst_checks;  /* fstatat calls made for that (added to) */
+    int32_t clone;        /* ut_copy_fresh clones (FICLONE) instead of
+                             reading and writing */
+    int32_t err;          /* errno of the copy that stopped ut_copy_fresh */
 };
 /* chain steps, in the low 3 bits of user_data */
 #define UT_STEP_OPEN_SRC ...
@@ -147,6 +150,7 @@ struct ut_sync_calls {
     uint64_t write;
     uint64_t close;
     uint64_t unlink;
+    uint64_t ioctl;
 };
 int ut_copy_fresh(const struct ut_dir *d, unsigned pos, struct ut_fresh *f,
                   unsigned max, char *buf, struct ut_sync_calls *calls);

@@ -1270,7 +1270,7 @@ def test_fast_parse_agrees_with_click(argv: List[str],
     assert seen.get("deref") == options.get("deref")
     for key, value in seen.items():   # the rest are Click's defaults
         if key not in options and key != "deref":
-            assert not value or key in ("sparse",), (key, value)
+            assert not value or key in ("sparse", "reflink"), (key, value)
 
 
 def _inode_orders(root: Path, dirs: Sequence[str]) -> List[List[str]]:

@@ -30,6 +30,7 @@ from .errors import WriteError
 from ._uring import lib as _lib
 from .ring import (OP_CLOSE, OP_READ, OP_READ_FIXED, OP_WRITE,
                    OP_WRITE_FIXED, SQE_IO_LINK, Arena, FileRef, Ring)
+from .reflink import Cloner
 from .splicing import VIA_PIPE, SpliceCopier
 from .stats import Stats
 
@@ -197,7 +198,8 @@ class CopyOptions:
                  engine: str = "uring", block_size: int = DEFAULT_BLOCK_SIZE,
                  queue_depth: int = DEFAULT_QUEUE_DEPTH,
                  direct: bool = False, preserve_links: bool = False,
-                 splice: Optional[bool] = None, update: bool = False) -> None:
+                 splice: Optional[bool] = None, update: bool = False,
+                 reflink: str = "auto") -> None:
         self.recursive = recursive
         self.preserve = preserve          # -p: mode, ownership, timestamps
         self.preserve_links = preserve_links   # -a: hard links stay links
@@ -213,6 +215,7 @@ class CopyOptions:
         self.queue_depth = queue_depth
         self.direct = direct              # O_DIRECT reads of the sources
         self.splice = splice              # big files by splice pairs; None: auto
+        self.reflink = reflink            # auto | always | never (reflink.py)
 
     def __repr__(self) -> str:
         return f"CopyOptions({self.__dict__!r})"
@@ -239,7 +242,7 @@ class FileJob:
 
     __slots__ = ("src", "dst", "target", "src_st", "old_st", "mode",
                  "in_place", "rewrite", "fresh", "fd_in", "fd_out", "tmp",
-                 "size",
+                 "size", "cloned",
                  "extents", "failure")
 
     def __init__(self, src: str, dst: str, target: str,
@@ -260,6 +263,7 @@ class FileJob:
         self.fd_out = -1
         self.tmp: Optional[str] = None
         self.size = 0
+        self.cloned = False   # shares the source's extents: nothing to copy
         self.extents: List[Tuple[int, int]] = []
         self.failure: Optional[str] = None
 
@@ -319,6 +323,13 @@ class FileCopier:
         self.ok = True
         self._tag = os.urandom(3).hex()
         self._serial = 0
+        self.cloner = Cloner(options.reflink)
+
+    def may_clone(self, src_st: os.stat_result, src: str, dst: str) -> bool:
+        """Whether the regular file ``src`` copied to ``dst`` is to be
+        cloned first (then it is not for the chains, which cannot)."""
+        return (stat.S_ISREG(src_st.st_mode) and self.cloner.worth_trying(
+            src_st.st_dev, src, os.path.dirname(dst)))
 
     def fail(self, message: str) -> None:
         self.ok = False
@@ -346,8 +357,34 @@ class FileCopier:
                       f"{_strerror(exc)}")
             return False
         job.size = job.src_st.st_size
-        if not job.in_place or job.rewrite:
+        if not self._clone(job):
+            return False
+        if job.cloned:
+            self.stats.count("files_cloned")
+            self.progress(job.size)
+        elif not job.in_place or job.rewrite:
             job.extents = self._extents(job)
+        return True
+
+    def _clone(self, job: FileJob) -> bool:
+        """--reflink: share the source's extents where that is to be tried
+        (``job.cloned``); False (reported, nothing left behind) when
+        --reflink=always could not."""
+        cloner = self.cloner
+        if cloner.mode == "never":
+            return True
+        if cloner.mode == "auto" and (
+                (job.in_place and not job.rewrite)
+                or not self.may_clone(job.src_st, job.src, job.target)):
+            return True
+        code = cloner.clone(job.fd_in, job.fd_out, job.src_st.st_dev)
+        if code == 0:
+            job.cloned = True
+        elif cloner.mode == "always":
+            self.fail(f"failed to clone {quote(job.dst)} from "
+                      f"{quote(job.src)}: {os.strerror(code)}")
+            self.release(job)
+            return False
         return True
 
     def _open_source(self, job: FileJob) -> int:
@@ -438,7 +475,7 @@ class FileCopier:
                 self.fail(job.failure)
                 return False
             fd = job.fd_out
-            if job.rewrite or not job.in_place:
+            if (job.rewrite or not job.in_place) and not job.cloned:
                 end = job.extents[-1][0] + job.extents[-1][1] if job.extents else 0
                 if end < job.size:
                     os.ftruncate(fd, job.size)   # a hole at the end

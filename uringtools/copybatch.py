@@ -68,6 +68,7 @@ if TYPE_CHECKING:
 from . import fdio
 from ._uring import ffi, lib
 from .copy import UMASK, FileCopier, FileJob, quote
+from .reflink import CANNOT_CLONE
 from .ring import (OP_CLOSE, OP_OPENAT, OP_READ, OP_RENAMEAT, OP_WRITE,
                    PACKED_SQE, SETUP_COOP_TASKRUN, SQE_CQE_SKIP_SUCCESS,
                    SQE_FIXED_FILE, SQE_IO_LINK, Arena, Ring, error)
@@ -86,6 +87,9 @@ FLYING = 2
 BATCH_BYTES = 1 << 20
 #: files copied in this thread per C call while the ring is full
 HERE_FILES = 8
+#: files per ut_copy_fresh call when cloning, and the size limit then (none)
+CLONE_FILES = 64
+CLONE_MAX = 1 << 62
 _ALIGN = 4096
 
 _OPEN_SRC = os.O_RDONLY          # no O_CLOEXEC: EINVAL with direct slots
@@ -125,7 +129,8 @@ class FreshDir:
     """
 
     __slots__ = ("src", "dst", "src_fd", "dst_fd", "follow", "merge",
-                 "entries", "count", "pos", "refs", "owner", "announce")
+                 "entries", "count", "pos", "refs", "owner", "announce",
+                 "clone")
 
     def __init__(self, src: str, dst: str, follow: bool,
                  owner: "BatchCopier", merge: bool = False) -> None:
@@ -159,6 +164,9 @@ class FreshDir:
         #: called with (self, first entry, count) as entries are chained,
         #: for -v lines and a progress total; None: nothing per file
         self.announce: Optional[Callable[["FreshDir", int, int], None]] = None
+        #: --reflink: its regular files are cloned (FICLONE, in C), not
+        #: chained, while the filesystem lets them
+        self.clone = False
 
     def name(self, i: int) -> str:
         e = self.entries.ents[i]
@@ -316,6 +324,8 @@ class BatchCopier:
             return False     # holes: the plain engine looks for them
         if job.mode & 0o777 & ~UMASK != job.mode:
             return False     # needs an fchmod after the open
+        if self.files.may_clone(st, job.src, job.target):
+            return False     # --reflink: one ioctl, in FileCopier.open
         old = job.old_st
         if old is not None and (old.st_uid, old.st_gid) != (self.euid, self.egid):
             return False     # needs an fchown
@@ -396,9 +406,11 @@ class BatchCopier:
         f.open_src = _OPEN_SRC if d.follow else _OPEN_SRC | os.O_NOFOLLOW
         f.open_dst = _OPEN_TMP
         f.umask = UMASK
+        f.check_dst = d.merge
+        if d.clone and self._clone_here(d):
+            return
         f.small_max = SMALL_MAX
         f.keep_holes = self.files.options.sparse == "never"
-        f.check_dst = d.merge
         per = self.max_files
         while d.pos < d.count:
             if (self.batch is None and len(self.flying) == FLYING
@@ -456,25 +468,58 @@ class BatchCopier:
         f.bytes = 0
         n = lib.ut_copy_fresh(d.entries, d.pos, f, HERE_FILES, self.here_buf,
                               self.here_calls)
+        self._took_here(d, n, False)
+        return n > 0
+
+    def _clone_here(self, d: FreshDir) -> bool:
+        """--reflink: clone the regular files of ``d`` from ``d.pos`` on in
+        this thread (FICLONE, in C; no bytes move, any size), up to the
+        first other entry, or one whose clone failed: the walk copies that
+        one (and says why it could not). False, with ``d.clone`` off, if
+        the filesystem answered that it cannot clone: chain the rest."""
+        f = self.fresh
+        f.clone, f.small_max, f.keep_holes = 1, CLONE_MAX, 1
+        try:
+            while d.pos < d.count:
+                f.bytes = 0
+                n = lib.ut_copy_fresh(d.entries, d.pos, f, CLONE_FILES,
+                                      self.here_buf, self.here_calls)
+                self._took_here(d, n, True)
+                if f.stop != lib.UT_STOP_END:
+                    break
+        finally:
+            f.clone = 0
+        if f.stop == lib.UT_STOP_FAILED and f.err in CANNOT_CLONE:
+            self.files.cloner.cannot(os.fstat(d.src_fd).st_dev)
+            d.clone = False
+            return False
+        return True
+
+    def _took_here(self, d: FreshDir, n: int, cloned: bool) -> None:
+        """Count the ``n`` files ut_copy_fresh copied (or cloned) from
+        ``d.pos`` on, and move past them."""
+        f = self.fresh
         self._count_checks(f)
         if not n:
-            return False
+            return
         if d.announce is not None:
             d.announce(d, d.pos, n)
         d.pos += n
         stats, done = self.stats, int(f.bytes)
         stats.files += n
-        stats.bytes_read += done
-        stats.bytes_written += done
-        stats.count("files_copied_by_syscalls", n)
+        if cloned:
+            stats.count("files_cloned", n)
+        else:
+            stats.bytes_read += done
+            stats.bytes_written += done
+            stats.count("files_copied_by_syscalls", n)
         calls = self.here_calls
-        for name in ("openat", "read", "write", "close", "unlink"):
+        for name in ("openat", "read", "write", "close", "unlink", "ioctl"):
             count = getattr(calls, name)
             if count:
                 stats.count_syscall(name, count)
                 setattr(calls, name, 0)
         self.files.progress(done)
-        return True
 
     def _count_checks(self, f: object) -> None:
         """Move the fstatat count of a merged directory's C calls to stats."""

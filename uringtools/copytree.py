@@ -681,9 +681,13 @@ class _Walker:
             self.merged_dirs.add((dst_st.st_dev, dst_st.st_ino))
         opt = self.opt
         follow = bool(opt.dereference)
-        if self.open_dir is not None:
+        cloner = self.files.cloner
+        cloning = cloner.worth_trying(src_st.st_dev, src, dst)
+        # --reflink=always: each file through FileCopier, which fails as GNU
+        if self.open_dir is not None and not (cloning and cloner.mode == "always"):
             fresh = self.open_dir(src, dst, follow, not created)
             if fresh is not None:
+                fresh.clone = cloning
                 if self.on_verbose is not None or self.on_total is not None:
                     fresh.announce = self._announce
                 try:

@@ -75,10 +75,37 @@ def _build_command() -> Any:
     """The Click command (Click is imported only for long options, --help...)."""
     import click
 
+    from ..checkfile import locale_quote
+    from ..reflink import MODES
     from .common import engine_options
     from .progress import progress_option
 
-    @click.command(name="cp", context_settings={"help_option_names": ["--help"]})
+    class GnuChoice(click.ParamType):
+        """A WHEN argument as GNU's argmatch takes it: a unique prefix of
+        one of the words will do; else GNU's message and the words."""
+        name = "WHEN"
+
+        def __init__(self, words: Tuple[str, ...]) -> None:
+            self.words = words
+
+        def convert(self, value: Any, param: Any, ctx: Any) -> str:
+            matches = [w for w in self.words if w.startswith(value)]
+            if value in self.words or len(matches) == 1:
+                return value if value in self.words else matches[0]
+            kind = "ambiguous" if len(matches) > 1 else "invalid"
+            option = param.opts[0] if param is not None else "WHEN"
+            raise click.UsageError(
+                f"{kind} argument {locale_quote(value)} for "
+                f"{locale_quote(option)}\nValid arguments are:"
+                + "".join(f"\n  - {locale_quote(w)}" for w in self.words),
+                ctx)
+
+    class CpCommand(click.Command):
+        def parse_args(self, ctx: Any, args: List[str]) -> List[str]:
+            return super().parse_args(ctx, bare_reflink(args))
+
+    @click.command(name="cp", cls=CpCommand,
+                   context_settings={"help_option_names": ["--help"]})
     # -a, -L and -P in command-line order: -a means -P too, and the last
     # of the three decides, as in GNU cp
     @click.option("-a", "--archive", "deref_seq", flag_value="a", multiple=True,
@@ -102,9 +129,15 @@ def _build_command() -> Any:
                   help="same as -p")
     @click.option("-r", "-R", "--recursive", is_flag=True,
                   help="copy directories recursively")
-    @click.option("--sparse", type=click.Choice(["auto", "always", "never"]),
+    @click.option("--sparse", type=GnuChoice(("never", "auto", "always")),
                   default="auto", show_default=True,
                   help="control creation of sparse files")
+    @click.option("--reflink", type=GnuChoice(MODES), default="auto",
+                  is_flag=False, flag_value="always", metavar="[=WHEN]",
+                  help="clone (share the source's blocks, as on XFS or btrfs) "
+                       "instead of copying: auto (the default) where the "
+                       "filesystem can, always (clone or fail, also as "
+                       "--reflink alone), never")
     @click.option("-t", "--target-directory", metavar="DIRECTORY",
                   help="copy all SOURCE arguments into DIRECTORY")
     @click.option("-T", "--no-target-directory", is_flag=True,
@@ -133,7 +166,7 @@ def _build_command() -> Any:
                    target_directory: Optional[str], no_target_directory: bool,
                    verbose: bool, fsync: bool, direct: bool,
                    splice: Optional[bool], progress: Optional[bool],
-                   settings: Settings) -> None:
+                   reflink: str, settings: Settings) -> None:
         """Copy SOURCE to DEST, or multiple SOURCE(s) to DIRECTORY, through
         io_uring. Each file is written to a temporary beside its destination and
         renamed into place only when complete.
@@ -152,7 +185,7 @@ def _build_command() -> Any:
                       sparse=sparse, target_directory=target_directory,
                       no_target_directory=no_target_directory, verbose=verbose,
                       fsync=fsync, progress=progress, settings=settings,
-                      direct=direct, splice=splice)
+                      direct=direct, splice=splice, reflink=reflink)
 
     return cp_command
 
@@ -170,7 +203,7 @@ def run_cp(operands: Sequence[str], *, archive: bool = False,
            no_target_directory: bool = False, verbose: bool = False,
            fsync: bool = False, progress: Optional[bool] = None,
            settings: Optional[Settings] = None, direct: bool = False,
-           splice: Optional[bool] = None) -> None:
+           splice: Optional[bool] = None, reflink: str = "auto") -> None:
     """Run uring-cp with parsed options; exits with GNU's status."""
     settings = settings if settings is not None else Settings()
     reporter = Reporter(PROG)
@@ -179,6 +212,8 @@ def run_cp(operands: Sequence[str], *, archive: bool = False,
     def body() -> int:
         from ..copytree import copy_paths
 
+        if reflink == "always" and sparse != "auto":
+            reporter.usage("--reflink can be used only with --sparse=auto")
         if target_directory is not None and no_target_directory:
             reporter.fail("cannot combine --target-directory (-t) and "
                           "--no-target-directory (-T)")
@@ -207,7 +242,7 @@ def run_cp(operands: Sequence[str], *, archive: bool = False,
             force=force, verbose=verbose, sparse=sparse, fsync=fsync,
             block_size=settings.block_size, queue_depth=settings.queue_depth,
             direct=direct, preserve_links=archive, splice=splice,
-            update=update)
+            update=update, reflink=reflink)
 
         show = wanted(progress, lambda: operand_bytes(sources))
         bar: Optional[ProgressBar] = None
@@ -267,6 +302,29 @@ _FAST_FLAGS: Dict[str, Tuple[str, Any]] = {
     "T": ("no_target_directory", True), "u": ("update", True),
     "v": ("verbose", True),
 }
+
+
+#: options whose value may be the next argument: a '--reflink' there is
+#: that value, not the option
+_TAKES_NEXT = ("-t", "--target-directory", "--sparse", "--block-size",
+               "--queue-depth", "--engine", "--stats-format")
+
+
+def bare_reflink(args: Sequence[str]) -> List[str]:
+    """GNU reads ``--reflink`` alone as ``--reflink=always`` and never
+    takes the next argument as its WHEN (``cp --reflink a b`` copies a to
+    b); Click would, so spell it out before Click parses."""
+    out: List[str] = []
+    for i, arg in enumerate(args):
+        if arg == "--":
+            out.extend(args[i:])
+            break
+        prev = args[i - 1] if i else ""
+        takes_prev = prev in _TAKES_NEXT or (
+            prev[:1] == "-" and prev[1:2] != "-" and prev.endswith("t"))
+        out.append("--reflink=always" if arg == "--reflink" and not takes_prev
+                   else arg)
+    return out
 
 
 def fast_parse(argv: Sequence[str]) -> Optional[Tuple[List[str], Dict[str, Any]]]:

@@ -979,7 +979,8 @@ class UringEngine:
         if not files.open(job):
             return
         stats.files += 1
-        stats.count("files_spliced")
+        if not job.cloned:
+            stats.count("files_spliced")
         # Every splice runs in an io-wq worker, and the writes into one
         # file take turns on its inode lock: beyond one worker writing and
         # one reading ahead, the others only spin (1 GiB on tmpfs, 9-11

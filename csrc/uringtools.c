@@ -35,6 +35,15 @@ static long long ut_fs_type(const char *path)
     return (long long)s.f_type;
 }
 
+/* The filesystem type (fstatfs f_type) holding open file fd. */
+static long long ut_fd_fs_type(int fd)
+{
+    struct statfs s;
+    if (fstatfs(fd, &s) < 0)
+        return -errno;
+    return (long long)s.f_type;
+}
+
 /* Queue n SQEs described by `sqes`; count each opcode in op_counts.
  * Returns how many were queued (fewer than n when the SQ ring is full). */
 static int ut_queue(struct io_uring *ring, const struct ut_sqe *sqes, unsigned n,
@@ -332,6 +341,22 @@ static int ut_small_file(const struct ut_dir *d, const struct ut_dirent *e,
     f->dst_checks++;
     return fstatat(f->dst_dirfd, d->names + e->name, &st,
                    AT_SYMLINK_NOFOLLOW) != 0 && errno == ENOENT;
+}
+
+/* How many entries of d from pos on are small regular files, in a row (at
+ * most max). For a directory this run made only (no fstatat of the
+ * destination): ut_copy_fresh then copies them, in another thread. */
+int ut_small_run(const struct ut_dir *d, unsigned pos, struct ut_fresh *f,
+                 unsigned max)
+{
+    unsigned n = 0;
+
+    if (f->check_dst)
+        return 0;
+    for (; pos < d->count && n < max; pos++, n++)
+        if (!ut_small_file(d, &d->ents[pos], f))
+            break;
+    return (int)n;
 }
 
 /* Describe chains openat(dst, O_CREAT) -> openat(src) -> read -> write for

@@ -85,6 +85,7 @@ int ut_enter(struct io_uring *ring, unsigned wait_nr, unsigned *submitted);
 int ut_reap(struct io_uring *ring, unsigned max, uint64_t *user_data,
             int32_t *res, int64_t *in_flight);
 long long ut_fs_type(const char *path);
+long long ut_fd_fs_type(int fd);
 
 /* A directory read in one call (ut_dir_read), entries in inode order. */
 struct ut_dirent {
@@ -154,6 +155,8 @@ struct ut_sync_calls {
 };
 int ut_copy_fresh(const struct ut_dir *d, unsigned pos, struct ut_fresh *f,
                   unsigned max, char *buf, struct ut_sync_calls *calls);
+int ut_small_run(const struct ut_dir *d, unsigned pos, struct ut_fresh *f,
+                 unsigned max);
 int ut_route_chains(const uint64_t *user_data, const int32_t *res, unsigned n,
                     unsigned per_region, int32_t *res_tab, uint8_t *step_tab,
                     unsigned *left);

@@ -2331,3 +2331,169 @@ def test_fifo_onto_symlinks_like_gnu(tmp: Path, flags: str) -> None:
                        look=lambda root: (snapshot(root / "dst"),
                                           (root / "target").read_bytes()))
     assert results["ours"] == results["gnu"]
+
+
+@pytest.fixture
+def shm() -> Any:
+    """A directory on tmpfs (/dev/shm), where the small files of new
+    directories go to the helper thread instead of the ring's chains."""
+    import tempfile
+
+    from uringtools._uring import lib
+
+    if not os.path.isdir("/dev/shm") or \
+            lib.ut_fs_type(b"/dev/shm") != 0x01021994:
+        pytest.skip("no tmpfs at /dev/shm")
+    root = Path(tempfile.mkdtemp(prefix="ucp-test-", dir="/dev/shm"))
+    root.chmod(0o777)
+    try:
+        yield root
+    finally:
+        unlock_troubled(root / "ours" / "d", root / "gnu" / "d", root / "d")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.parametrize("who", ["root", "nobody"])
+@pytest.mark.parametrize("flag", ["-r", "-rL"])
+def test_tmpfs_helper_copies_new_directories_like_gnu(shm: Path, who: str,
+                                                      flag: str) -> None:
+    """On tmpfs a second thread copies the new directories' small files
+    with plain syscalls: the same tree, messages and status as GNU."""
+    if who == "nobody" and os.geteuid() != 0:
+        pytest.skip("needs root to switch to nobody")
+    prefix = NOBODY if who == "nobody" else None
+    make_troubled(shm / "d")
+    for i in range(300):    # a directory of its own for the helper
+        (shm / "d" / "many" / f"m{i % 3}").mkdir(parents=True, exist_ok=True)
+        (shm / "d" / "many" / f"m{i % 3}" / f"f{i}").write_bytes(
+            os.urandom(CHAIN_SIZES[i % len(CHAIN_SIZES)]))
+    for p in (shm / "d" / "many", *(shm / "d" / "many").iterdir()):
+        p.chmod(0o755)
+    for p in (shm / "d" / "many").rglob("f*"):
+        p.chmod(0o644)
+    (shm / "ours").mkdir(mode=0o777)
+    (shm / "gnu").mkdir(mode=0o777)
+    (shm / "ours").chmod(0o777)
+    (shm / "gnu").chmod(0o777)
+    ours = run([URING_CP, flag, "--stats-format", "json", "d", "ours/d"], shm,
+               prefix=prefix)
+    gnu = run([GNU_CP, flag, "d", "gnu/d"], shm, prefix=prefix)
+    assert ours.returncode == gnu.returncode, (ours.stderr, gnu.stderr)
+    err = [line.replace("uring-cp:", "cp:").replace("ours/", "gnu/")
+           for line in ours.stderr.decode().splitlines()[:-1]]
+    assert sorted(err) == sorted(gnu.stderr.decode().splitlines())
+    if who == "nobody":
+        assert any("secret" in line for line in err)
+    unlock_troubled(shm / "ours" / "d", shm / "gnu" / "d", shm / "d")
+    assert snapshot(shm / "ours") == snapshot(shm / "gnu")
+    stats = json_stats(ours)
+    assert stats["extra"]["files_copied_by_syscalls"] >= 200
+    assert "openat" not in stats["ops"]    # no chain
+    no_temps(shm)
+
+
+@pytest.mark.parametrize("depth", [0, 1000])
+def test_tmpfs_helper_failures_are_copied_again(
+        shm: Path, monkeypatch: pytest.MonkeyPatch, depth: int) -> None:
+    """Sources that vanish after their directory was read: the copy that
+    met them (the helper's, depth 1000, or this thread's own, depth 0)
+    stops there, the plain engine says why in GNU's words, and the files
+    after them are copied all the same, whole; --stats adds up."""
+    from uringtools import copybatch
+    from uringtools.copy import CopyOptions
+    from uringtools.copytree import copy_paths
+    from uringtools.stats import Stats
+
+    sizes = {}
+    gone = []
+    for k in range(3):
+        sub = shm / "d" / f"sub{k}"
+        sub.mkdir(parents=True)
+        for i in range(200):
+            sizes[f"sub{k}/keep{i:03d}"] = i * 337 % 65000 + 1
+            (sub / f"keep{i:03d}").write_bytes(os.urandom(i * 337 % 65000 + 1))
+        for i in range(0, 200, 61):
+            (sub / f"vanish{i}").write_bytes(b"v" * 1000)
+            gone.append(f"sub{k}/vanish{i}")
+    names = sorted({g.split("/")[1] for g in gone})
+    monkeypatch.setattr(copybatch, "FreshDir", vanishing_after_read(*names))
+    monkeypatch.setattr(copybatch, "HELPER_DEPTH", depth)
+    errors: List[str] = []
+    stats = Stats(command="cp")
+    ok = copy_paths([str(shm / "d")], str(shm / "out"), stats=stats,
+                    options=CopyOptions(recursive=True), on_error=errors.append)
+    assert not ok
+    assert sorted(errors) == sorted(f"cannot stat '{shm}/d/{name}': "
+                                    "No such file or directory" for name in gone)
+    out = shm / "out"
+    copied = sorted(os.path.relpath(os.path.join(p, n), out)
+                    for p, _, ns in os.walk(out) for n in ns)
+    assert copied == sorted(sizes)
+    for rel in sizes:
+        assert (out / rel).read_bytes() == (shm / "d" / rel).read_bytes()
+    assert stats.files == len(sizes)
+    assert stats.extra["files_copied_by_syscalls"] == len(sizes)
+    assert stats.extra["chain_failed_syscall_copy"] == len(gone)
+    assert stats.syscalls["write"] == len(sizes)
+    assert stats.bytes_written == sum(sizes.values())
+    assert not stats.ops.get("openat")
+
+
+def test_tmpfs_signal_while_the_helper_copies_keeps_whole_files(
+        shm: Path) -> None:
+    """KeyboardInterrupt while the helper thread has runs in hand: the
+    clean-up waits for them, every file left is whole, and the thread
+    ends."""
+    import _thread
+
+    from uringtools.copy import CopyOptions
+    from uringtools.copytree import copy_paths
+
+    for k in range(8):
+        sub = shm / "d" / f"sub{k}"
+        sub.mkdir(parents=True)
+        for i in range(150):
+            (sub / f"f{i}").write_bytes(os.urandom(i * 401 % 60000 + 1))
+    threads = _thread._count()
+    calls = []
+
+    def progress(n: int) -> None:
+        calls.append(n)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        copy_paths([str(shm / "d")], str(shm / "out"), on_progress=progress,
+                   options=CopyOptions(recursive=True))
+    for _ in range(100):
+        if _thread._count() == threads:
+            break
+        time.sleep(0.01)
+    assert _thread._count() == threads
+    no_temps(shm)
+    left = 0
+    for dirpath, _, filenames in os.walk(shm / "out"):
+        for name in filenames:
+            rel = os.path.relpath(os.path.join(dirpath, name), shm / "out")
+            assert (shm / "out" / rel).read_bytes() == \
+                (shm / "d" / rel).read_bytes()
+            left += 1
+    assert 0 < left < 8 * 150
+
+
+def test_tmpfs_helper_verbose_and_low_nofile_like_gnu(shm: Path) -> None:
+    """-v lines in GNU's order with the helper copying, and a copy under
+    a low ``ulimit -n``."""
+    make_many(shm / "d", files=400)
+    ours = ucp("-rv", "d", "ours-v", cwd=shm)
+    gnu = gcp("-rv", "d", "gnu-v", cwd=shm)
+    assert ours.returncode == gnu.returncode == 0
+    assert ours.stdout.decode().replace("ours-", "gnu-") == gnu.stdout.decode()
+    assert snapshot(shm / "ours-v") == snapshot(shm / "gnu-v")
+    if shutil.which("prlimit"):
+        res = run([URING_CP, "-r", "--stats-format", "json", "d", "ours"], shm,
+                  prefix=["prlimit", "--nofile=32"])
+        assert res.returncode == 0, res.stderr
+        assert snapshot(shm / "ours") == snapshot(shm / "gnu-v")
+        assert json_stats(res)["extra"]["files_copied_by_syscalls"] > 200
+    no_temps(shm)

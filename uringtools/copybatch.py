@@ -51,13 +51,14 @@ files (``files_copied_by_syscalls``) and their syscalls.
 
 On tmpfs the chains are not used for new directories at all: a second
 thread (:class:`_Helper`, one C call a run of small files, the GIL released)
-copies whole directories with the same plain syscalls while this thread
-copies the next directory, so the two never create in the same directory
-(whose inode lock would serialise them). There an io-wq worker costs about
+copies a directory's small files (runs of up to HELPER_RUN) with the same
+plain syscalls while this thread copies the next directory, so the two
+mostly create in different directories (whose inode locks serialise
+creates). There an io-wq worker costs about
 13 us of CPU a 4 KiB file against 9 us for plain syscalls (fixed-file
 installs contending with this thread on the ring's lock, task work to
 free each request), and this thread about 3 us more in submits and task
-work: 10k x 4 KiB went from 1.02x-1.07x GNU's wall to 0.76x-0.78x
+work: 10k x 4 KiB went from 1.02x-1.07x GNU's wall to 0.75x-0.78x
 (bench/README.md). Elsewhere (ext4: page-cache reads complete inline) the
 chains stay.
 
@@ -111,6 +112,10 @@ _TMPFS_MAGIC = 0x01021994
 HELPER_DEPTH = 2
 #: files the walk's thread copies per C call between looks at the helper
 HELPER_HERE = 16
+#: files in a run handed to the helper, at most: a large directory is
+#: shared between the two threads (whole, its files would all be the
+#: helper's while this thread waits)
+HELPER_RUN = 128
 _ALIGN = 4096
 
 _OPEN_SRC = os.O_RDONLY          # no O_CLOEXEC: EINVAL with direct slots
@@ -553,8 +558,9 @@ class BatchCopier:
 
     def _add_dir_split(self, d: FreshDir, f: object) -> None:
         """The small files of ``d`` from ``d.pos`` on, up to the first other
-        entry: handed to the helper thread whole when it has room,
-        otherwise copied here a few at a time, looking again between."""
+        entry: handed to the helper thread (runs of up to HELPER_RUN) when
+        it has room, otherwise copied here a few at a time, looking again
+        between."""
         h = self.helper
         if h is None:
             h = self.helper = _Helper(self.files.options.sparse == "never")
@@ -562,7 +568,7 @@ class BatchCopier:
             if h.pending:
                 self._collect(False)
             if h.pending < HELPER_DEPTH:
-                n = lib.ut_small_run(d.entries, d.pos, f, d.count)
+                n = lib.ut_small_run(d.entries, d.pos, f, HELPER_RUN)
                 if n:
                     if d.announce is not None:
                         d.announce(d, d.pos, n)
@@ -570,7 +576,9 @@ class BatchCopier:
                     h.pending += 1
                     h.todo.put((d, d.pos, n))
                     d.pos += n
-                return
+                if n < HELPER_RUN:
+                    return    # the walk takes the entry at d.pos
+                continue
             f.bytes = 0  # type: ignore[attr-defined]
             n = lib.ut_copy_fresh(d.entries, d.pos, f, HELPER_HERE,
                                   self.here_buf, self.here_calls)

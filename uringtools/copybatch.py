@@ -76,7 +76,7 @@ import struct
 import sys
 TYPE_CHECKING = False  # typing costs ~13 ms of start-up: annotations only
 if TYPE_CHECKING:
-    from typing import Callable, List, Optional, Set, Tuple
+    from typing import Any, Callable, List, Optional, Set, Tuple
 
 from . import fdio
 from ._uring import ffi, lib
@@ -223,8 +223,8 @@ class _Helper:
         import _queue
         import _thread
 
-        self.todo = _queue.SimpleQueue()
-        self.done = _queue.SimpleQueue()
+        self.todo: Any = _queue.SimpleQueue()
+        self.done: Any = _queue.SimpleQueue()
         self.empty = _queue.Empty
         #: runs handed over and not collected
         self.pending = 0
@@ -643,16 +643,20 @@ class BatchCopier:
         if job is not None:
             self.fallback(job)
 
-    def _count_here(self, n: int, done: int, calls: object) -> None:
-        """Stats and progress for ``n`` files (``done`` bytes) copied with
-        plain syscalls (``calls``: their counts, a ut_sync_calls or a tuple
-        in its order), which are then cleared."""
+    def _count_here(self, n: int, done: int, calls: object,
+                    cloned: bool = False) -> None:
+        """Stats and progress for ``n`` files (``done`` bytes) copied (or
+        ``cloned``) with plain syscalls (``calls``: their counts, a
+        ut_sync_calls or a tuple in its order), which are then cleared."""
         stats = self.stats
         stats.files += n
-        stats.bytes_read += done
-        stats.bytes_written += done
-        stats.count("files_copied_by_syscalls", n)
-        names = ("openat", "read", "write", "close", "unlink")
+        if cloned:
+            stats.count("files_cloned", n)
+        else:
+            stats.bytes_read += done
+            stats.bytes_written += done
+            stats.count("files_copied_by_syscalls", n)
+        names = ("openat", "read", "write", "close", "unlink", "ioctl")
         if isinstance(calls, tuple):
             for name, count in zip(names, calls):
                 if count:
@@ -722,21 +726,7 @@ class BatchCopier:
         if d.announce is not None:
             d.announce(d, d.pos, n)
         d.pos += n
-        stats, done = self.stats, int(f.bytes)
-        stats.files += n
-        if cloned:
-            stats.count("files_cloned", n)
-        else:
-            stats.bytes_read += done
-            stats.bytes_written += done
-            stats.count("files_copied_by_syscalls", n)
-        calls = self.here_calls
-        for name in ("openat", "read", "write", "close", "unlink", "ioctl"):
-            count = getattr(calls, name)
-            if count:
-                stats.count_syscall(name, count)
-                setattr(calls, name, 0)
-        self.files.progress(done)
+        self._count_here(n, int(f.bytes), self.here_calls, cloned)
 
     def _count_checks(self, f: object) -> None:
         """Move the fstatat count of a merged directory's C calls to stats."""

@@ -888,6 +888,56 @@ def test_sigint_mid_tree_of_chains_loses_nothing(tmp: Path, delay: float) -> Non
     assert landed <= 4000
 
 
+@pytest.mark.parametrize("reader_gone", ["stdout-v", "stderr-nobody"])
+def test_reader_gone_mid_tree_dies_of_sigpipe_and_loses_nothing(
+        tmp: Path, reader_gone: str) -> None:
+    """-v into a pipe nobody reads, or an error message into one: GNU dies
+    of SIGPIPE there, each file it made whole. Ours died of it too (the
+    default action, or os.kill from write_stderr) with chains in flight:
+    their files were left empty or half-written."""
+    roots = gnu_and_ours_as_nobody(tmp) if reader_gone == "stderr-nobody" \
+        else [tmp / "gnu", tmp / "ours"]
+    for root in roots:
+        for i in range(1200):
+            sub = root / "src" / f"d{i % 2}"
+            sub.mkdir(parents=True, exist_ok=True)
+            (sub / f"f{i:04d}").write_bytes(b"%08d" % i * 2048)
+        root.chmod(0o777)
+        if reader_gone == "stderr-nobody":
+            # GNU's order (by inode): a file in the middle of d0
+            victim = sorted((root / "src" / "d0").iterdir(),
+                            key=lambda p: p.stat().st_ino)[250]
+            victim.chmod(0o000)
+    args = ["-r", "src", "out"] if reader_gone == "stderr-nobody" \
+        else ["-rv", "src", "out"]
+    prefix = NOBODY if reader_gone == "stderr-nobody" else []
+    results = {}
+    for name, argv in (("gnu", [GNU_CP, *args]), ("ours", [URING_CP, *args])):
+        r, w = os.pipe()
+        os.close(r)
+        try:
+            std = {"stderr": w} if reader_gone == "stderr-nobody" \
+                else {"stdout": w, "stderr": subprocess.PIPE}
+            results[name] = subprocess.run(
+                prefix + argv, cwd=tmp / name, env=ENV, timeout=60,
+                restore_signals=True, **std)
+        finally:
+            os.close(w)
+    assert results["ours"].returncode == results["gnu"].returncode \
+        == -signal.SIGPIPE
+    no_temps(tmp / "ours")
+    landed = 0
+    for root in roots:
+        for dirpath, _, filenames in os.walk(root / "out"):
+            for name in filenames:
+                path = Path(dirpath, name)
+                rel = path.relative_to(root / "out")
+                assert path.read_bytes() == (root / "src" / rel).read_bytes(), \
+                    (root.name, rel)
+                landed += 1
+    assert landed < 2 * 1200
+
+
 # -- directories this run made: entries read, stat'ed and chained in C ----------
 
 def vanishing_after_read(*names: str) -> type:

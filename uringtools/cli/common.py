@@ -7,6 +7,7 @@ import errno
 import os
 # the C module: `signal` wraps it in enums (~5 ms of start-up)
 import _signal as signal
+import _thread
 import sys
 TYPE_CHECKING = False  # typing costs ~13 ms of start-up: annotations only
 if TYPE_CHECKING:
@@ -308,14 +309,45 @@ def die_of_signal(signum: int) -> None:
     os._exit(128 + signum)  # in case the signal is blocked
 
 
+class PipeGone(BaseException):
+    """A reader went away (SIGPIPE, or EPIPE on stderr) while a body that
+    must clean up was running: unwind, then die of SIGPIPE as GNU does."""
+
+
+#: run_main installed _on_sigpipe: a reader gone unwinds the body
+_UNWIND_ON_SIGPIPE = False
+#: PipeGone was raised once: the unwinding is not to be interrupted again
+_PIPE_GONE = False
+_MAIN_THREAD = _thread.get_ident()
+
+
+def pipe_gone() -> None:
+    """A write found no reader while SIGPIPE unwinds the body: raise
+    PipeGone (once, from the main thread; later calls return, so that the
+    clean-up it triggers is not cut short)."""
+    global _PIPE_GONE
+    if _PIPE_GONE or _thread.get_ident() != _MAIN_THREAD:
+        return
+    _PIPE_GONE = True
+    raise PipeGone()
+
+
+def _on_sigpipe(signum: int, frame: Any) -> None:
+    pipe_gone()
+
+
 def write_stderr(text: str) -> None:
     """Write ``text`` on fd 2 as GNU's error() does: with the reader gone we
-    die of SIGPIPE (unless it is ignored); other failures are dropped."""
+    die of SIGPIPE (unless it is ignored; after the body's clean-up when
+    run_main was asked to unwind); other failures are dropped."""
     try:
         os.write(2, text.encode("utf-8", "surrogateescape"))
     except OSError as exc:
         if exc.errno == errno.EPIPE:
-            broken_pipe()
+            if _UNWIND_ON_SIGPIPE:
+                pipe_gone()
+            else:
+                broken_pipe()
 
 
 def broken_pipe() -> None:
@@ -349,17 +381,30 @@ def guard_std_fds() -> Set[int]:
     return closed
 
 
-def run_main(reporter: Reporter, body: Callable[[], int]) -> None:
+def run_main(reporter: Reporter, body: Callable[[], int],
+             unwind_on_sigpipe: bool = False) -> None:
     """Run a command body under the shared exit conventions.
 
     SIGPIPE kills us silently (141), Ctrl-C is 130, SIGTERM 143, after the
     body's own clean-up has run; anything else unexpected is one line.
+    ``unwind_on_sigpipe``: a reader gone (stdout, stderr, a pipe written
+    to) raises PipeGone in the body, which cleans up as for SIGTERM, before
+    we die of SIGPIPE (cp: the default action would kill it with files
+    half-written and temporaries left).
     """
+    global _UNWIND_ON_SIGPIPE
     if not SIGPIPE_IGNORED:
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        if unwind_on_sigpipe:
+            _UNWIND_ON_SIGPIPE = True
+            signal.signal(signal.SIGPIPE, _on_sigpipe)
+        else:
+            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         status = body()
+    except PipeGone:
+        die_of_signal(signal.SIGPIPE)
+        raise SystemExit(141)
     except KeyboardInterrupt:
         die_of_signal(signal.SIGINT)
         raise SystemExit(130)
@@ -421,6 +466,6 @@ def strerror(code: int) -> str:
 __all__ = ["LazyCommand", "short_flags", "stats_options", "Settings", "engine_options",
            "Reporter", "run_main", "with_engine", "emit_stats",
            "guard_std_fds", "die_of_signal", "broken_pipe", "stdout_failed",
-           "write_stderr",
+           "write_stderr", "pipe_gone", "PipeGone",
            "Terminated",
            "strerror", "errno"]

@@ -31,8 +31,9 @@ class _VerboseOut:
     A closed stdout (``>&-``: fd 1 holds /dev/null read-only) or a full disk
     does not stop the copy; :meth:`close` reports the first error once, as
     GNU's close_stdout does (``write error: Bad file descriptor``, status 1).
-    EPIPE propagates as BrokenPipeError (run_main dies of SIGPIPE like
-    GNU), unless SIGPIPE was ignored: then it is one more write error.
+    EPIPE raises PipeGone (the copy cleans up, then run_main dies of
+    SIGPIPE like GNU), unless SIGPIPE was ignored: then it is one more
+    write error.
     """
 
     def __init__(self) -> None:
@@ -60,7 +61,9 @@ class _VerboseOut:
             fdio.write_all(1, memoryview(data))
         except OSError as exc:
             if isinstance(exc, BrokenPipeError) and not common.SIGPIPE_IGNORED:
-                raise     # run_main dies of SIGPIPE like GNU
+                # run_main dies of SIGPIPE like GNU, once the copy has
+                # cleaned up (PipeGone, raised once: its SIGPIPE came too)
+                common.pipe_gone()
             self.error = exc
 
     def close(self, reporter: Reporter) -> None:
@@ -288,7 +291,9 @@ def run_cp(operands: Sequence[str], *, archive: bool = False,
         emit_stats(settings, stats)
         return reporter.status
 
-    run_main(reporter, body)
+    # a reader gone (-v, stderr, a pipe as destination) unwinds: nothing
+    # half-written stays, as for SIGTERM
+    run_main(reporter, body, unwind_on_sigpipe=True)
 
 
 #: what the last of -a, -L, -P means for symbolic links

@@ -2489,6 +2489,38 @@ def test_tmpfs_helper_failures_are_copied_again(
     assert not stats.ops.get("openat")
 
 
+@pytest.mark.parametrize("depth", [0, 1000])
+def test_tmpfs_stats_count_the_syscalls_of_copies_that_failed_first(
+        shm: Path, monkeypatch: pytest.MonkeyPatch, depth: int) -> None:
+    """A run whose first file cannot be opened (it vanished after the
+    read) copies nothing: its openat was dropped from --stats (n == 0),
+    by the helper for good; --stats is to equal the calls made."""
+    from uringtools import copybatch
+    from uringtools.copy import CopyOptions
+    from uringtools.copytree import copy_paths
+    from uringtools.stats import Stats
+
+    sub = shm / "d"
+    sub.mkdir()
+    # made first: the first by inode, so the first of the first run
+    (sub / "vanish").write_bytes(b"v" * 1000)
+    for i in range(150):
+        (sub / f"keep{i:03d}").write_bytes(b"k" * (i + 1))
+    (sub / "vanish2").write_bytes(b"v" * 1000)   # the last: a run of its own
+    monkeypatch.setattr(copybatch, "FreshDir",
+                        vanishing_after_read("vanish", "vanish2"))
+    monkeypatch.setattr(copybatch, "HELPER_DEPTH", depth)
+    stats = Stats(command="cp")
+    errors: List[str] = []
+    ok = copy_paths([str(sub)], str(shm / "out"), stats=stats,
+                    options=CopyOptions(recursive=True), on_error=errors.append)
+    assert not ok and len(errors) == 2
+    assert stats.extra["files_copied_by_syscalls"] == 150
+    # two opens and two closes a file copied, one failed open a vanished one
+    assert stats.syscalls["openat"] == 2 * 150 + 2
+    assert stats.syscalls["close"] == 2 * 150
+
+
 def test_tmpfs_signal_while_the_helper_copies_keeps_whole_files(
         shm: Path) -> None:
     """KeyboardInterrupt while the helper thread has runs in hand: the

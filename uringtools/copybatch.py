@@ -586,7 +586,7 @@ class BatchCopier:
                 if d.announce is not None:
                     d.announce(d, d.pos, n)
                 d.pos += n
-                self._count_here(n, int(f.bytes), self.here_calls)  # type: ignore[attr-defined]
+            self._count_here(n, int(f.bytes), self.here_calls)  # type: ignore[attr-defined]
             stop = f.stop  # type: ignore[attr-defined]
             if stop == lib.UT_STOP_FAILED:
                 if d.announce is not None:
@@ -609,8 +609,7 @@ class BatchCopier:
             h.pending -= 1
             d, start, count, n, done, calls = res
             try:
-                if n:
-                    self._count_here(n, done, calls)
+                self._count_here(n, done, calls)
                 if n < count:
                     self._copy_again(d, start + n)
                     self._copy_rest(d, start + n + 1, start + count)
@@ -628,8 +627,7 @@ class BatchCopier:
             f.bytes = 0
             n = lib.ut_copy_fresh(d.entries, pos, f, end - pos,
                                   self.here_buf, self.here_calls)
-            if n:
-                self._count_here(n, int(f.bytes), self.here_calls)
+            self._count_here(n, int(f.bytes), self.here_calls)
             pos += n
             if pos < end:
                 self._copy_again(d, pos)
@@ -647,15 +645,17 @@ class BatchCopier:
                     cloned: bool = False) -> None:
         """Stats and progress for ``n`` files (``done`` bytes) copied (or
         ``cloned``) with plain syscalls (``calls``: their counts, a
-        ut_sync_calls or a tuple in its order), which are then cleared."""
+        ut_sync_calls or a tuple in its order), which are then cleared.
+        ``n`` may be 0: the calls of a copy that failed count too."""
         stats = self.stats
-        stats.files += n
-        if cloned:
-            stats.count("files_cloned", n)
-        else:
-            stats.bytes_read += done
-            stats.bytes_written += done
-            stats.count("files_copied_by_syscalls", n)
+        if n:
+            stats.files += n
+            if cloned:
+                stats.count("files_cloned", n)
+            else:
+                stats.bytes_read += done
+                stats.bytes_written += done
+                stats.count("files_copied_by_syscalls", n)
         names = ("openat", "read", "write", "close", "unlink", "ioctl")
         if isinstance(calls, tuple):
             for name, count in zip(names, calls):
@@ -667,7 +667,8 @@ class BatchCopier:
                 if count:
                     stats.count_syscall(name, count)
                     setattr(calls, name, 0)
-        self.files.progress(done)
+        if done:
+            self.files.progress(done)
 
     def _oldest_running(self) -> bool:
         """Whether the oldest batch still has chains in flight (a new batch
@@ -721,11 +722,10 @@ class BatchCopier:
         ``d.pos`` on, and move past them."""
         f = self.fresh
         self._count_checks(f)
-        if not n:
-            return
-        if d.announce is not None:
-            d.announce(d, d.pos, n)
-        d.pos += n
+        if n:
+            if d.announce is not None:
+                d.announce(d, d.pos, n)
+            d.pos += n
         self._count_here(n, int(f.bytes), self.here_calls, cloned)
 
     def _count_checks(self, f: object) -> None:

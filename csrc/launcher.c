@@ -8,7 +8,7 @@
  * from the default (die of the signal).  This launcher runs first: it
  * parks a directory found on fd 0-2 above fd 2, with /dev/null in its
  * place, notes that and an ignored (or blocked) SIGPIPE in
- * URINGTOOLS_LAUNCH, and runs
+ * URINGTOOLS_LAUNCH, holds SIGINT until our Python code can take it, and runs
  * the Python half, `_uringtools COMMAND ARGS...`, installed beside it (pip
  * points its #! line at the environment's python; where the kernel cannot
  * run that line, a python path with a space, the launcher runs it).
@@ -45,7 +45,7 @@ static void append(char *note, size_t size, const char *word, int a, int b)
 static void take_note(char *note, size_t size)
 {
     struct sigaction old;
-    sigset_t mask;
+    sigset_t mask, old_mask;
 
     note[0] = '\0';
     /* blocked is as good as ignored: a write with no reader gets EPIPE */
@@ -53,6 +53,16 @@ static void take_note(char *note, size_t size)
         (sigprocmask(SIG_BLOCK, NULL, &mask) == 0 &&
          sigismember(&mask, SIGPIPE) == 1))
         append(note, size, "sigpipe=ignored ", 0, 0);
+    /* Ctrl-C while Python starts (importing site, or our modules) would
+     * print a traceback, or "Fatal Python error: init_import_site": hold
+     * SIGINT until our code can take it (launch.py unblocks it, and a
+     * pending one then dies quietly). Unless the caller blocked it. */
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGINT);
+    if (sigprocmask(SIG_BLOCK, NULL, &old_mask) == 0 &&
+        sigismember(&old_mask, SIGINT) == 0 &&
+        sigprocmask(SIG_BLOCK, &mask, NULL) == 0)
+        append(note, size, "sigint=held ", 0, 0);
     for (int fd = 0; fd < 3; fd++) {
         struct stat st;
         if (fstat(fd, &st) != 0 || !S_ISDIR(st.st_mode))

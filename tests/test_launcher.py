@@ -413,3 +413,40 @@ def test_error_into_a_closed_stderr_pipe_like_gnu(
     assert got.returncode == want.returncode == \
         (1 if ignored else -signal.SIGPIPE)
     assert not (tmp_path / "copy").exists()
+
+
+@pytest.mark.parametrize("command", ["uring-cp", "uring-cat", "uring-hash",
+                                     "uringtools"])
+def test_ctrl_c_at_start_up_dies_quietly(tmp_path: Path, data: Path,
+                                         command: str) -> None:
+    """Ctrl-C at any moment of start-up (Python importing site or our
+    modules, Click parsing): killed by SIGINT without a word, as GNU; a
+    traceback (or "Fatal Python error: init_import_site") came out when it
+    landed in an import. The launcher holds SIGINT until our code takes
+    it. And cp leaves nothing half made: each file copied is whole."""
+    import random
+    import time
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(200):
+        (src / f"f{i}").write_bytes(DATA[:4096 + i])
+    argv = {"uring-cp": [URING_CP, "-r", "--stats-format", "table"],
+            "uring-cat": [URING_CAT, "--stats-format", "table", str(data)],
+            "uring-hash": [URING_HASH, "--stats-format", "table", str(data)],
+            "uringtools": [URINGTOOLS, "cat", "--stats", str(data)]}[command]
+    rng = random.Random(7)
+    for i in range(25):
+        args = argv + ([str(src), str(tmp_path / f"d{i}")]
+                       if command == "uring-cp" else [])
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, env=ENV)
+        time.sleep(rng.uniform(0, 0.06))
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        no_traceback(err)
+        assert err == b"" or proc.returncode == 0, err
+        assert proc.returncode in (0, -signal.SIGINT), (i, proc.returncode, err)
+        if command == "uring-cp" and (tmp_path / f"d{i}").exists():
+            for f in (tmp_path / f"d{i}").iterdir():
+                assert f.read_bytes() == (src / f.name).read_bytes(), f

@@ -5,6 +5,7 @@
 #include <unistd.h>
 #include <sys/syscall.h>
 #include <sys/vfs.h>
+#include <signal.h>
 #include <liburing.h>
 
 struct ut_sqe {
@@ -42,6 +43,26 @@ static long long ut_fd_fs_type(int fd)
     if (fstatfs(fd, &s) < 0)
         return -errno;
     return (long long)s.f_type;
+}
+
+/* Die of signal sig, as GNU tools do after cleaning up: its default
+ * action, unblocked, sent to ourselves. In C because Python, asked to
+ * restore SIG_DFL while another signal it has ignored since is pending,
+ * raises "Signal N ignored due to race condition" (a traceback) instead.
+ * Returns only if the signal does not kill (a stopped-only signal). */
+static void ut_die_of_signal(int sig)
+{
+    struct sigaction sa;
+    sigset_t set;
+
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = SIG_DFL;
+    sigemptyset(&sa.sa_mask);
+    sigaction(sig, &sa, NULL);
+    sigemptyset(&set);
+    sigaddset(&set, sig);
+    sigprocmask(SIG_UNBLOCK, &set, NULL);
+    kill(getpid(), sig);
 }
 
 /* Queue n SQEs described by `sqes`; count each opcode in op_counts.

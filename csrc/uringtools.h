@@ -86,6 +86,7 @@ int ut_reap(struct io_uring *ring, unsigned max, uint64_t *user_data,
             int32_t *res, int64_t *in_flight);
 long long ut_fs_type(const char *path);
 long long ut_fd_fs_type(int fd);
+void ut_die_of_signal(int sig);
 
 /* A directory read in one call (ut_dir_read), entries in inode order. */
 struct ut_dirent {

@@ -300,12 +300,20 @@ class Terminated(BaseException):
 
 def die_of_signal(signum: int) -> None:
     """Exit the way GNU tools do: killed by ``signum`` (status 128+n)."""
+    _hold_signals()
     try:
         sys.stderr.flush()
     except Exception:
         pass
-    signal.signal(signum, signal.SIG_DFL)
-    os.kill(os.getpid(), signum)
+    try:
+        # in C: Python's signal.signal would raise "Signal N ignored due
+        # to race condition" for another signal pending, now SIG_DFL's
+        from .._uring import lib
+    except ImportError:       # the extension is what failed to load
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+    else:
+        lib.ut_die_of_signal(signum)
     os._exit(128 + signum)  # in case the signal is blocked
 
 
@@ -329,7 +337,31 @@ def pipe_gone() -> None:
     if _PIPE_GONE or _thread.get_ident() != _MAIN_THREAD:
         return
     _PIPE_GONE = True
+    _hold_signals()
     raise PipeGone()
+
+
+def _hold_signals() -> None:
+    """The first signal unwinds the body: a second Ctrl-C or SIGTERM would
+    cut its clean-up short (files half-written by a helper thread or a
+    chain in flight): from now on they do nothing; run_main then dies of
+    the first one. (A handler doing nothing, not SIG_IGN: Python raises
+    "Signal N ignored due to race condition" at some later line for one
+    that arrived just before, with no handler left to run.)"""
+    if _thread.get_ident() != _MAIN_THREAD:
+        return
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(signum) != signal.SIG_IGN:
+            signal.signal(signum, _do_nothing)
+
+
+def _do_nothing(signum: int, frame: Any) -> None:
+    pass
+
+
+def _on_sigint(signum: int, frame: Any) -> None:
+    _hold_signals()
+    raise KeyboardInterrupt
 
 
 def _on_sigpipe(signum: int, frame: Any) -> None:
@@ -359,6 +391,7 @@ def broken_pipe() -> None:
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
+    _hold_signals()
     raise Terminated()
 
 
@@ -400,6 +433,8 @@ def run_main(reporter: Reporter, body: Callable[[], int],
         else:
             signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _on_sigint)   # not if the caller ignored it
     try:
         status = body()
     except PipeGone:

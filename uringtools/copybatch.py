@@ -156,7 +156,7 @@ class FreshDir:
 
     __slots__ = ("src", "dst", "src_fd", "dst_fd", "follow", "merge",
                  "entries", "count", "pos", "refs", "owner", "announce",
-                 "clone")
+                 "clone", "src_dev")
 
     def __init__(self, src: str, dst: str, follow: bool,
                  owner: "BatchCopier", merge: bool = False) -> None:
@@ -193,6 +193,8 @@ class FreshDir:
         #: --reflink: its regular files are cloned (FICLONE, in C), not
         #: chained, while the filesystem lets them
         self.clone = False
+        #: the source directory's device, known when ``clone`` is set
+        self.src_dev = -1
 
     def name(self, i: int) -> str:
         e = self.entries.ents[i]
@@ -222,6 +224,8 @@ class _Helper:
     def __init__(self, keep_holes: bool) -> None:
         import _queue
         import _thread
+
+        self.keep_holes = keep_holes
 
         self.todo: Any = _queue.SimpleQueue()
         self.done: Any = _queue.SimpleQueue()
@@ -254,21 +258,28 @@ class _Helper:
             if job is None:
                 done.put(None)
                 return
-            d, start, count = job
+            d, start, count, clone = job
             try:
-                f.src_dirfd = d.src_fd
-                f.dst_dirfd = d.dst_fd
-                f.open_src = _OPEN_SRC if d.follow else _OPEN_SRC | os.O_NOFOLLOW
+                self.mode(f, d, clone)
                 f.bytes = 0
                 n = lib.ut_copy_fresh(d.entries, start, f, count, buf, calls)
                 res = (d, start, count, n, int(f.bytes),
                        (calls.openat, calls.read, calls.write, calls.close,
-                        calls.unlink))
+                        calls.unlink, calls.ioctl), clone)
                 calls.openat = calls.read = calls.write = calls.close = \
-                    calls.unlink = 0
+                    calls.unlink = calls.ioctl = 0
             except BaseException:   # pragma: no cover - a bug: copy again
-                res = (d, start, count, 0, 0, (0, 0, 0, 0, 0))
+                res = (d, start, count, 0, 0, (0, 0, 0, 0, 0, 0), clone)
             done.put(res)
+
+    def mode(self, f: Any, d: FreshDir, clone: bool) -> None:
+        """Point ``f`` at ``d``'s directories, to copy or (--reflink) clone."""
+        f.src_dirfd = d.src_fd
+        f.dst_dirfd = d.dst_fd
+        f.open_src = _OPEN_SRC if d.follow else _OPEN_SRC | os.O_NOFOLLOW
+        f.clone = clone
+        f.small_max = CLONE_MAX if clone else SMALL_MAX
+        f.keep_holes = 1 if clone else self.keep_holes
 
     def stop(self) -> None:
         """End the thread once its runs are done (after an error or a
@@ -503,6 +514,14 @@ class BatchCopier:
         f.open_dst = _OPEN_TMP
         f.umask = UMASK
         f.check_dst = d.merge
+        if d.clone and not d.merge and self.files.cloner.proven(d.src_dev):
+            # clones shared between the two threads, as tmpfs copies are
+            f.clone, f.small_max, f.keep_holes = 1, CLONE_MAX, 1
+            try:
+                self._add_dir_split(d, f, clone=True)
+            finally:
+                f.clone = 0
+            return
         if d.clone and self._clone_here(d):
             return
         f.small_max = SMALL_MAX
@@ -556,11 +575,11 @@ class BatchCopier:
         # one fstatfs a directory (a cache by device would cost an fstat)
         return HELPER and lib.ut_fd_fs_type(d.dst_fd) == _TMPFS_MAGIC
 
-    def _add_dir_split(self, d: FreshDir, f: object) -> None:
+    def _add_dir_split(self, d: FreshDir, f: object, clone: bool = False) -> None:
         """The small files of ``d`` from ``d.pos`` on, up to the first other
         entry: handed to the helper thread (runs of up to HELPER_RUN) when
         it has room, otherwise copied here a few at a time, looking again
-        between."""
+        between. ``clone``: its regular files of any size, cloned."""
         h = self.helper
         if h is None:
             h = self.helper = _Helper(self.files.options.sparse == "never")
@@ -574,7 +593,7 @@ class BatchCopier:
                         d.announce(d, d.pos, n)
                     d.refs += 1
                     h.pending += 1
-                    h.todo.put((d, d.pos, n))
+                    h.todo.put((d, d.pos, n, clone))
                     d.pos += n
                 if n < HELPER_RUN:
                     return    # the walk takes the entry at d.pos
@@ -586,7 +605,7 @@ class BatchCopier:
                 if d.announce is not None:
                     d.announce(d, d.pos, n)
                 d.pos += n
-            self._count_here(n, int(f.bytes), self.here_calls)  # type: ignore[attr-defined]
+            self._count_here(n, int(f.bytes), self.here_calls, clone)  # type: ignore[attr-defined]
             stop = f.stop  # type: ignore[attr-defined]
             if stop == lib.UT_STOP_FAILED:
                 if d.announce is not None:
@@ -607,27 +626,28 @@ class BatchCopier:
             except h.empty:
                 return
             h.pending -= 1
-            d, start, count, n, done, calls = res
+            d, start, count, n, done, calls, clone = res
             try:
-                self._count_here(n, done, calls)
+                self._count_here(n, done, calls, clone)
                 if n < count:
                     self._copy_again(d, start + n)
-                    self._copy_rest(d, start + n + 1, start + count)
+                    self._copy_rest(d, start + n + 1, start + count, clone)
             finally:
                 d.release()
 
-    def _copy_rest(self, d: FreshDir, pos: int, end: int) -> None:
-        """Copy entries ``pos`` .. ``end`` - 1 of ``d`` (small files,
-        announced) here, after the helper stopped short of them."""
-        f = self.helper.fresh_rest  # type: ignore[union-attr]
-        f.src_dirfd = d.src_fd
-        f.dst_dirfd = d.dst_fd
-        f.open_src = _OPEN_SRC if d.follow else _OPEN_SRC | os.O_NOFOLLOW
+    def _copy_rest(self, d: FreshDir, pos: int, end: int,
+                   clone: bool = False) -> None:
+        """Copy (or clone) entries ``pos`` .. ``end`` - 1 of ``d`` (small
+        files, announced) here, after the helper stopped short of them."""
+        h = self.helper
+        assert h is not None
+        f = h.fresh_rest
+        h.mode(f, d, clone)
         while pos < end:
             f.bytes = 0
             n = lib.ut_copy_fresh(d.entries, pos, f, end - pos,
                                   self.here_buf, self.here_calls)
-            self._count_here(n, int(f.bytes), self.here_calls)
+            self._count_here(n, int(f.bytes), self.here_calls, clone)
             pos += n
             if pos < end:
                 self._copy_again(d, pos)
@@ -701,20 +721,24 @@ class BatchCopier:
         the filesystem answered that it cannot clone: chain the rest."""
         f = self.fresh
         f.clone, f.small_max, f.keep_holes = 1, CLONE_MAX, 1
+        made = 0
         try:
             while d.pos < d.count:
                 f.bytes = 0
                 n = lib.ut_copy_fresh(d.entries, d.pos, f, CLONE_FILES,
                                       self.here_buf, self.here_calls)
                 self._took_here(d, n, True)
+                made += n
                 if f.stop != lib.UT_STOP_END:
                     break
         finally:
             f.clone = 0
         if f.stop == lib.UT_STOP_FAILED and f.err in CANNOT_CLONE:
-            self.files.cloner.cannot(os.fstat(d.src_fd).st_dev)
+            self.files.cloner.cannot(d.src_dev)
             d.clone = False
             return False
+        if made:
+            self.files.cloner.prove(d.src_dev)
         return True
 
     def _took_here(self, d: FreshDir, n: int, cloned: bool) -> None:

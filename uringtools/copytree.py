@@ -688,6 +688,7 @@ class _Walker:
             fresh = self.open_dir(src, dst, follow, not created)
             if fresh is not None:
                 fresh.clone = cloning
+                fresh.src_dev = src_st.st_dev
                 if self.on_verbose is not None or self.on_total is not None:
                     fresh.announce = self._announce
                 try:

@@ -16,7 +16,7 @@ import fcntl
 import os
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Dict
+    from typing import Dict, Set
 
 from ._uring import lib as _lib
 
@@ -54,6 +54,8 @@ class Cloner:
         self._device_clones: Dict[int, bool] = {}
         #: destination directory -> its device
         self._dir_device: Dict[str, int] = {}
+        #: source devices a clone has been made from
+        self._proven: Set[int] = set()
 
     def worth_trying(self, src_dev: int, src_path: str, dst_dir: str) -> bool:
         """Whether a regular file from ``src_path`` (on ``src_dev``) into
@@ -86,7 +88,18 @@ class Cloner:
             if code in CANNOT_CLONE:
                 self.cannot(src_dev)
             return code
+        self._proven.add(src_dev)
         return 0
+
+    def proven(self, src_dev: int) -> bool:
+        """Whether a clone from ``src_dev`` has been made (and it has not
+        said since that it cannot clone): its directories can be cloned by
+        two threads."""
+        return src_dev in self._proven and self._device_clones.get(src_dev, True)
+
+    def prove(self, src_dev: int) -> None:
+        """A clone from ``src_dev`` was made."""
+        self._proven.add(src_dev)
 
     def cannot(self, src_dev: int) -> None:
         """The filesystem of ``src_dev`` said it cannot clone: do not ask

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import URING_CAT, URINGTOOLS, no_traceback, run, run_cat, stats_json, write
+from conftest import BIN, URING_CAT, URINGTOOLS, no_traceback, run, run_cat, stats_json, write
 
 HELP_COMMANDS = [
     [URING_CAT, "--help"],
@@ -299,3 +299,46 @@ def test_stats_json_run_does_not_import_click(tmp_path: Path, prog: str) -> None
     lines = res.stderr.decode().strip().splitlines()
     assert lines[-1] == "[]"
     assert json.loads(lines[-2])["command"] == module
+
+
+@pytest.mark.parametrize("gnu, ours", [
+    (["cp", "--verb", "a", "b"], ["uring-cp"]),
+    (["cp", "--recursiv", "d", "e"], ["uring-cp"]),
+    (["cp", "--reflin=never", "a", "b"], ["uring-cp"]),
+    (["cp", "--spar=al", "a", "b"], ["uring-cp"]),
+    (["cp", "--no-tar", "--verb", "a", "b"], ["uring-cp"]),
+    (["cp", "--refl", "a", "b"], ["uring-cp"]),
+    (["sha256sum", "--chec", "SUMS"], ["uring-hash"]),
+    (["sha256sum", "--sta", "--check", "SUMS"], ["uring-hash"]),
+    (["sha256sum", "--q", "a"], ["uring-hash"]),
+    (["sha256sum", "--ta", "a"], ["uring-hash"]),
+    (["cat", "--numbe", "a"], ["uring-cat"]),
+    (["cat", "--show-n", "a"], ["uring-cat"]),
+])
+def test_long_option_abbreviations_like_gnu(tmp_path: Path, gnu: list,
+                                            ours: list) -> None:
+    """getopt_long's abbreviations for every command: a unique prefix is
+    the option; where it also names one of our own options (--sta:
+    --status and --stats) GNU's is meant; an ambiguous one gets GNU's
+    message and status. Click refused them all."""
+    import hashlib as _hashlib
+    results = []
+    for argv in (gnu, [str(BIN / ours[0]), *gnu[1:]]):
+        root = tmp_path / ("gnu" if argv is gnu else "ours")
+        root.mkdir()
+        write(root / "a", b"a\x01\n")
+        (root / "d").mkdir()
+        write(root / "d" / "x", b"x\n")
+        digest = _hashlib.sha256(b"a\x01\n").hexdigest()
+        write(root / "SUMS", f"{digest}  a\n".encode())
+        res = run(argv, cwd=root)
+        tree = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+        stderr = res.stderr
+        for prog in (b"uring-cp", b"uring-hash", b"uring-cat"):
+            stderr = stderr.replace(prog, gnu[0].encode())
+        results.append((res.returncode, res.stdout, stderr, tree))
+    if "--refl" in gnu:   # GNU leaves an empty 'b' when the clone fails
+        assert results[0][3] == sorted(results[1][3] + ["b"])
+        results[0] = results[0][:3] + (results[1][3],)
+    assert results[1] == results[0]
+    no_traceback(results[1][2])

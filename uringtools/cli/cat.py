@@ -13,7 +13,7 @@ import os
 import sys
 TYPE_CHECKING = False  # typing costs ~13 ms of start-up: annotations only
 if TYPE_CHECKING:
-    from typing import Any, Dict, List, Optional, Sequence, Tuple
+    from typing import Any, List, Optional, Sequence, Tuple
 
 from ..cat import WriteError, cat_files
 from ..catfmt import CatFormat
@@ -70,26 +70,9 @@ def _build_command() -> Any:
     """The Click command (Click is imported only when options are given)."""
     import click
 
-    from .common import engine_options
+    from .common import engine_options, gnu_command_class
 
-    class GnuCommand(click.Command):
-        """Long options as GNU getopt_long reads them: an unambiguous
-        prefix names its option (``--squeeze`` is ``--squeeze-blank``),
-        and with POSIXLY_CORRECT the first operand ends the options."""
-
-        def parse_args(self, ctx: Any, args: List[str]) -> List[str]:
-            posix = "POSIXLY_CORRECT" in os.environ
-            if posix:
-                ctx.allow_interspersed_args = False
-            longs: Dict[str, bool] = {}
-            for param in self.get_params(ctx):
-                if isinstance(param, click.Option):
-                    takes_value = not param.is_flag and not param.count
-                    for name in (*param.opts, *param.secondary_opts):
-                        if name.startswith("--"):
-                            longs[name[2:]] = takes_value
-            return super().parse_args(
-                ctx, expand_long_options(args, longs, posix))
+    GnuCommand = gnu_command_class()
 
     @click.command(name="cat", cls=GnuCommand,
                    context_settings={"help_option_names": ["--help"]})
@@ -147,38 +130,6 @@ _FLAGS = {
     "t": ("show_nonprinting", "show_tabs"), "T": ("show_tabs",), "u": (),
     "v": ("show_nonprinting",),
 }
-
-
-def expand_long_options(args: Sequence[str], longs: Dict[str, bool],
-                        posix: bool = False) -> List[str]:
-    """``args`` with each long option abbreviated as getopt_long allows
-    written out in full: ``--number-n`` is ``--number-nonblank`` when no
-    other name in ``longs`` (name -> takes a value) starts so; an exact
-    name wins. Ambiguous and unknown names are left as they are (Click
-    reports them), as is everything after ``--``, an option's separate
-    value and, with ``posix``, the first operand and what follows it."""
-    import itertools
-
-    out: List[str] = []
-    rest = iter(args)
-    for arg in rest:
-        if arg == "--" or (posix and (arg == "-" or arg[:1] != "-")):
-            out.append(arg)
-            break
-        if arg.startswith("--"):
-            name, eq, value = arg[2:].partition("=")
-            if name not in longs:
-                found = [full for full in longs if full.startswith(name)]
-                if len(found) == 1:
-                    name = found[0]
-                    arg = f"--{name}{eq}{value}"
-            out.append(arg)
-            if longs.get(name) and not eq:
-                out.extend(itertools.islice(rest, 1))  # its value, as given
-        else:
-            out.append(arg)
-    out.extend(rest)
-    return out
 
 
 def cat_format(letters: str) -> CatFormat:

@@ -11,8 +11,8 @@ import _thread
 import sys
 TYPE_CHECKING = False  # typing costs ~13 ms of start-up: annotations only
 if TYPE_CHECKING:
-    from typing import (Any, Callable, List, NoReturn, Optional, Sequence,
-                        Set, Tuple, TypeVar)
+    from typing import (Any, Callable, Dict, List, NoReturn, Optional,
+                        Sequence, Set, Tuple, TypeVar)
 
 from .. import __version__
 from ..stats import Stats
@@ -130,6 +130,99 @@ def click_main(command: Any, prog: str) -> None:
             raise
         stdout_failed(prog, exc.errno or 0)   # --help or --version
     raise SystemExit(code if isinstance(code, int) else 0)
+
+
+#: long options of ours that GNU's tools do not have: a prefix that also
+#: names one of GNU's options means GNU's (``--sta`` is --status, not
+#: --stats), as it does for GNU
+EXTRA_LONG_OPTIONS = frozenset({
+    "engine", "block-size", "queue-depth", "stats", "stats-format", "direct",
+    "splice", "no-splice", "progress", "no-progress", "algorithm"})
+
+
+def expand_long_options(args: Sequence[str], longs: Dict[str, bool],
+                        posix: bool = False) -> List[str]:
+    """``args`` with each long option abbreviated as getopt_long allows
+    written out in full: ``--number-n`` is ``--number-nonblank`` when no
+    other name in ``longs`` (name -> takes a value, in the command's
+    order) starts so; an exact name wins. Unknown names are left as they
+    are (Click reports them), as is everything after ``--``, an option's
+    separate value and, with ``posix``, the first operand and what
+    follows it.
+
+    Raises:
+        ValueError: an ambiguous name, with GNU's message.
+    """
+    out: List[str] = []
+    rest = iter(args)
+    for arg in rest:
+        if arg == "--" or (posix and (arg == "-" or arg[:1] != "-")):
+            out.append(arg)
+            break
+        if arg.startswith("--"):
+            name, eq, value = arg[2:].partition("=")
+            if name not in longs:
+                found = [full for full in longs if full.startswith(name)]
+                gnus = [full for full in found if full not in EXTRA_LONG_OPTIONS]
+                if len(found) > 1 and len(gnus) == 1:
+                    found = gnus
+                if len(found) == 1:
+                    name = found[0]
+                    arg = f"--{name}{eq}{value}"
+                elif found and name:
+                    raise ValueError(
+                        f"option '--{name}' is ambiguous; possibilities:"
+                        + "".join(f" '--{full}'" for full in found))
+            out.append(arg)
+            if longs.get(name) and not eq:
+                out.extend(value for _, value in zip(range(1), rest))  # its value
+        else:
+            out.append(arg)
+    out.extend(rest)
+    return out
+
+
+_GNU_COMMAND: Any = None
+
+
+def gnu_command_class() -> Any:
+    """A click.Command reading long options as GNU getopt_long does: an
+    unambiguous prefix names its option (``--squeeze`` is
+    ``--squeeze-blank``; an ambiguous one gets GNU's message), and with
+    POSIXLY_CORRECT the first operand ends the options. Made on first use
+    (Click is imported only when options need it)."""
+    global _GNU_COMMAND
+    if _GNU_COMMAND is not None:
+        return _GNU_COMMAND
+    import click
+
+    class GnuCommand(click.Command):
+        def parse_args(self, ctx: Any, args: List[str]) -> List[str]:
+            posix = "POSIXLY_CORRECT" in os.environ
+            if posix:
+                ctx.allow_interspersed_args = False
+            longs: Dict[str, bool] = {}
+            for param in self.get_params(ctx):
+                if isinstance(param, click.Option):
+                    # an optional value (--reflink[=WHEN]) is never the
+                    # next argument
+                    takes_value = not (param.is_flag or param.count or getattr(
+                        param, "_flag_needs_value", False))
+                    for name in (*param.opts, *param.secondary_opts):
+                        if name.startswith("--"):
+                            longs.setdefault(name[2:], takes_value)
+            try:
+                args = expand_long_options(args, longs, posix)
+            except ValueError as exc:
+                raise click.UsageError(str(exc), ctx) from None
+            return super().parse_args(ctx, self.rewrite(args))
+
+        def rewrite(self, args: List[str]) -> List[str]:
+            """What a command changes in its full-length arguments."""
+            return args
+
+    _GNU_COMMAND = GnuCommand
+    return GnuCommand
 
 
 def stdout_failed(prog: str, code: int) -> NoReturn:
@@ -499,6 +592,7 @@ def strerror(code: int) -> str:
 
 
 __all__ = ["LazyCommand", "short_flags", "stats_options", "Settings", "engine_options",
+           "expand_long_options", "gnu_command_class",
            "Reporter", "run_main", "with_engine", "emit_stats",
            "guard_std_fds", "die_of_signal", "broken_pipe", "stdout_failed",
            "write_stderr", "pipe_gone", "PipeGone",

@@ -80,7 +80,7 @@ def _build_command() -> Any:
 
     from ..checkfile import locale_quote
     from ..reflink import MODES
-    from .common import engine_options
+    from .common import engine_options, gnu_command_class
     from .progress import progress_option
 
     class GnuChoice(click.ParamType):
@@ -103,9 +103,9 @@ def _build_command() -> Any:
                 + "".join(f"\n  - {locale_quote(w)}" for w in self.words),
                 ctx)
 
-    class CpCommand(click.Command):
-        def parse_args(self, ctx: Any, args: List[str]) -> List[str]:
-            return super().parse_args(ctx, bare_reflink(args))
+    class CpCommand(gnu_command_class()):  # type: ignore[misc]
+        def rewrite(self, args: List[str]) -> List[str]:
+            return bare_reflink(args)
 
     @click.command(name="cp", cls=CpCommand,
                    context_settings={"help_option_names": ["--help"]})

@@ -233,10 +233,11 @@ def _build_command() -> Any:
     """The Click command (Click is imported only when options are given)."""
     import click
 
-    from .common import engine_options
+    from .common import engine_options, gnu_command_class
     from .progress import progress_option
 
-    @click.command(name="hash", context_settings={"help_option_names": ["--help"]})
+    @click.command(name="hash", cls=gnu_command_class(),
+                   context_settings={"help_option_names": ["--help"]})
     @click.option("-a", "--algorithm", default=DEFAULT_ALGORITHM, show_default=True,
                   type=click.Choice(list(ALGORITHMS), case_sensitive=False),
                   help="digest algorithm (xxh64, xxh3, xxh128, blake3 need "

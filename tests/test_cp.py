@@ -995,30 +995,34 @@ def test_new_directories_with_troubled_entries_like_gnu(tmp: Path, who: str,
                                                         flag: str) -> None:
     if who == "nobody" and os.geteuid() != 0:
         pytest.skip("needs root to switch to nobody")
-    prefix = NOBODY if who == "nobody" else None
     tmp.chmod(0o777)
     make_troubled(tmp / "d")
-    (tmp / "ours").mkdir(mode=0o777)
-    (tmp / "gnu").mkdir(mode=0o777)
-    (tmp / "ours").chmod(0o777)
-    (tmp / "gnu").chmod(0o777)
-    ours = run([URING_CP, flag, "--stats-format", "json", "d", "ours/d"], tmp,
-               prefix=prefix)
-    gnu = run([GNU_CP, flag, "d", "gnu/d"], tmp, prefix=prefix)
-    assert ours.returncode == gnu.returncode, (ours.stderr, gnu.stderr)
-    err = [line.replace("uring-cp:", "cp:").replace("ours/", "gnu/")
-           for line in ours.stderr.decode().splitlines()[:-1]]
-    # failed chains are reported when their batch completes: the same
-    # messages, maybe in another order
-    assert sorted(err) == sorted(gnu.stderr.decode().splitlines())
-    if who == "nobody":
-        assert any("secret" in line for line in err)
-    unlock_troubled(tmp / "ours" / "d", tmp / "gnu" / "d", tmp / "d")
-    assert snapshot(tmp / "ours") == snapshot(tmp / "gnu")
-    stats = json_stats(ours)
+    stats = copy_troubled_like_gnu(tmp, flag, who)
     assert stats["extra"]["dirs_read_in_c"] >= 8
     assert stats["ops"]["openat"] > 2 * 40
     no_temps(tmp)
+
+
+def copy_troubled_like_gnu(root: Path, flag: str, who: str) -> Dict[str, Any]:
+    """cp FLAG root/d into root/ours/d and root/gnu/d, as root or nobody:
+    the same status, messages (in any order: failed chains and helper
+    runs are reported when they complete) and tree as GNU's; our --stats."""
+    prefix = NOBODY if who == "nobody" else None
+    for side in ("ours", "gnu"):
+        (root / side).mkdir(mode=0o777)
+        (root / side).chmod(0o777)
+    ours = run([URING_CP, flag, "--stats-format", "json", "d", "ours/d"], root,
+               prefix=prefix)
+    gnu = run([GNU_CP, flag, "d", "gnu/d"], root, prefix=prefix)
+    assert ours.returncode == gnu.returncode, (ours.stderr, gnu.stderr)
+    err = [line.replace("uring-cp:", "cp:").replace("ours/", "gnu/")
+           for line in ours.stderr.decode().splitlines()[:-1]]
+    assert sorted(err) == sorted(gnu.stderr.decode().splitlines())
+    if who == "nobody":
+        assert any("secret" in line for line in err)
+    unlock_troubled(root / "ours" / "d", root / "gnu" / "d", root / "d")
+    assert snapshot(root / "ours") == snapshot(root / "gnu")
+    return json_stats(ours)
 
 
 def test_verbose_lines_of_chained_directories_like_gnu(tmp: Path) -> None:
@@ -2411,7 +2415,6 @@ def test_tmpfs_helper_copies_new_directories_like_gnu(shm: Path, who: str,
     with plain syscalls: the same tree, messages and status as GNU."""
     if who == "nobody" and os.geteuid() != 0:
         pytest.skip("needs root to switch to nobody")
-    prefix = NOBODY if who == "nobody" else None
     make_troubled(shm / "d")
     for i in range(300):    # a directory of its own for the helper
         (shm / "d" / "many" / f"m{i % 3}").mkdir(parents=True, exist_ok=True)
@@ -2421,22 +2424,7 @@ def test_tmpfs_helper_copies_new_directories_like_gnu(shm: Path, who: str,
         p.chmod(0o755)
     for p in (shm / "d" / "many").rglob("f*"):
         p.chmod(0o644)
-    (shm / "ours").mkdir(mode=0o777)
-    (shm / "gnu").mkdir(mode=0o777)
-    (shm / "ours").chmod(0o777)
-    (shm / "gnu").chmod(0o777)
-    ours = run([URING_CP, flag, "--stats-format", "json", "d", "ours/d"], shm,
-               prefix=prefix)
-    gnu = run([GNU_CP, flag, "d", "gnu/d"], shm, prefix=prefix)
-    assert ours.returncode == gnu.returncode, (ours.stderr, gnu.stderr)
-    err = [line.replace("uring-cp:", "cp:").replace("ours/", "gnu/")
-           for line in ours.stderr.decode().splitlines()[:-1]]
-    assert sorted(err) == sorted(gnu.stderr.decode().splitlines())
-    if who == "nobody":
-        assert any("secret" in line for line in err)
-    unlock_troubled(shm / "ours" / "d", shm / "gnu" / "d", shm / "d")
-    assert snapshot(shm / "ours") == snapshot(shm / "gnu")
-    stats = json_stats(ours)
+    stats = copy_troubled_like_gnu(shm, flag, who)
     assert stats["extra"]["files_copied_by_syscalls"] >= 200
     assert "openat" not in stats["ops"]    # no chain
     no_temps(shm)

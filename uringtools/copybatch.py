@@ -232,23 +232,23 @@ class _Helper:
         self.empty = _queue.Empty
         #: runs handed over and not collected
         self.pending = 0
-        f = self.fresh = ffi.new("struct ut_fresh *")
-        f.open_dst = _OPEN_TMP
-        f.umask = UMASK
-        f.small_max = SMALL_MAX
-        f.keep_holes = keep_holes
-        f.check_dst = 0
+        self.fresh = self._new_fresh()
         self.buf = ffi.new("char[]", SMALL_MAX)
         self.calls = ffi.new("struct ut_sync_calls *")
         #: the walk's thread's, for what the helper left (its own ``fresh``
         #: belongs to the run being walked)
-        r = self.fresh_rest = ffi.new("struct ut_fresh *")
-        r.open_dst = _OPEN_TMP
-        r.umask = UMASK
-        r.small_max = SMALL_MAX
-        r.keep_holes = keep_holes
-        r.check_dst = 0
+        self.fresh_rest = self._new_fresh()
         _thread.start_new_thread(self._run, ())
+
+    def _new_fresh(self) -> Any:
+        """A ut_fresh for new directories' small files (no fstatat)."""
+        f = ffi.new("struct ut_fresh *")
+        f.open_dst = _OPEN_TMP
+        f.umask = UMASK
+        f.small_max = SMALL_MAX
+        f.keep_holes = self.keep_holes
+        f.check_dst = 0
+        return f
 
     def _run(self) -> None:
         f, buf, calls = self.fresh, self.buf, self.calls

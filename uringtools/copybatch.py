@@ -214,6 +214,18 @@ class FreshDir:
             self.owner.open_dirs -= 1
 
 
+def _aim(f: Any, d: FreshDir, clone: bool, keep_holes: bool) -> None:
+    """Point the ut_fresh ``f`` at ``d``'s directories, to copy its small
+    files (holes kept only if ``keep_holes``) or (--reflink) to clone its
+    regular files of any size, holes and all."""
+    f.src_dirfd = d.src_fd
+    f.dst_dirfd = d.dst_fd
+    f.open_src = _OPEN_SRC if d.follow else _OPEN_SRC | os.O_NOFOLLOW
+    f.clone = clone
+    f.small_max = CLONE_MAX if clone else SMALL_MAX
+    f.keep_holes = clone or keep_holes
+
+
 class _Helper:
     """A thread copying runs of small files of directories this run made,
     with plain syscalls in one C call a run (the GIL is released for it):
@@ -260,7 +272,7 @@ class _Helper:
                 return
             d, start, count, clone = job
             try:
-                self.mode(f, d, clone)
+                _aim(f, d, clone, self.keep_holes)
                 f.bytes = 0
                 n = lib.ut_copy_fresh(d.entries, start, f, count, buf, calls)
                 res = (d, start, count, n, int(f.bytes),
@@ -271,15 +283,6 @@ class _Helper:
             except BaseException:   # pragma: no cover - a bug: copy again
                 res = (d, start, count, 0, 0, (0, 0, 0, 0, 0, 0), clone)
             done.put(res)
-
-    def mode(self, f: Any, d: FreshDir, clone: bool) -> None:
-        """Point ``f`` at ``d``'s directories, to copy or (--reflink) clone."""
-        f.src_dirfd = d.src_fd
-        f.dst_dirfd = d.dst_fd
-        f.open_src = _OPEN_SRC if d.follow else _OPEN_SRC | os.O_NOFOLLOW
-        f.clone = clone
-        f.small_max = CLONE_MAX if clone else SMALL_MAX
-        f.keep_holes = 1 if clone else self.keep_holes
 
     def stop(self) -> None:
         """End the thread once its runs are done (after an error or a
@@ -508,24 +511,21 @@ class BatchCopier:
         """Chain the small regular files of ``d`` from ``d.pos`` on, up to
         the first other entry (submitting each batch that fills)."""
         f = self.fresh
-        f.src_dirfd = d.src_fd
-        f.dst_dirfd = d.dst_fd
-        f.open_src = _OPEN_SRC if d.follow else _OPEN_SRC | os.O_NOFOLLOW
+        keep_holes = self.files.options.sparse == "never"
+        _aim(f, d, False, keep_holes)
         f.open_dst = _OPEN_TMP
         f.umask = UMASK
         f.check_dst = d.merge
         if d.clone and not d.merge and self.files.cloner.proven(d.src_dev):
             # clones shared between the two threads, as tmpfs copies are
-            f.clone, f.small_max, f.keep_holes = 1, CLONE_MAX, 1
+            _aim(f, d, True, keep_holes)
             try:
                 self._add_dir_split(d, f, clone=True)
             finally:
-                f.clone = 0
+                _aim(f, d, False, keep_holes)
             return
         if d.clone and self._clone_here(d):
             return
-        f.small_max = SMALL_MAX
-        f.keep_holes = self.files.options.sparse == "never"
         if not d.merge and self._helper_pays(d):
             self._add_dir_split(d, f)
             return
@@ -642,7 +642,7 @@ class BatchCopier:
         h = self.helper
         assert h is not None
         f = h.fresh_rest
-        h.mode(f, d, clone)
+        _aim(f, d, clone, h.keep_holes)
         while pos < end:
             f.bytes = 0
             n = lib.ut_copy_fresh(d.entries, pos, f, end - pos,
@@ -720,7 +720,8 @@ class BatchCopier:
         one (and says why it could not). False, with ``d.clone`` off, if
         the filesystem answered that it cannot clone: chain the rest."""
         f = self.fresh
-        f.clone, f.small_max, f.keep_holes = 1, CLONE_MAX, 1
+        keep_holes = self.files.options.sparse == "never"
+        _aim(f, d, True, keep_holes)
         made = 0
         try:
             while d.pos < d.count:
@@ -732,8 +733,9 @@ class BatchCopier:
                 if f.stop != lib.UT_STOP_END:
                     break
         finally:
-            f.clone = 0
-        if f.stop == lib.UT_STOP_FAILED and f.err in CANNOT_CLONE:
+            stop, err = f.stop, f.err
+            _aim(f, d, False, keep_holes)
+        if stop == lib.UT_STOP_FAILED and err in CANNOT_CLONE:
             self.files.cloner.cannot(d.src_dev)
             d.clone = False
             return False

@@ -140,25 +140,41 @@ EXTRA_LONG_OPTIONS = frozenset({
     "splice", "no-splice", "progress", "no-progress", "algorithm"})
 
 
-def expand_long_options(args: Sequence[str], longs: Dict[str, bool],
-                        posix: bool = False) -> List[str]:
-    """``args`` with each long option abbreviated as getopt_long allows
-    written out in full: ``--number-n`` is ``--number-nonblank`` when no
-    other name in ``longs`` (name -> takes a value, in the command's
-    order) starts so; an exact name wins. Unknown names are left as they
-    are (Click reports them), as is everything after ``--``, an option's
-    separate value and, with ``posix``, the first operand and what
-    follows it.
+def expand_long_options(args: Sequence[str], longs: Dict[str, Any],
+                        posix: bool = False, shorts: str = "") -> List[str]:
+    """``args`` as getopt_long reads them, spelt out for Click: each long
+    option abbreviated as getopt_long allows written out in full
+    (``--number-n`` is ``--number-nonblank`` when no other name in
+    ``longs`` starts so; an exact name wins), and one whose value is
+    optional, given bare, with the value that means (getopt never takes
+    the next argument for it; Click would). ``longs``: name -> True (takes
+    a value), False (a flag) or the value a bare optional one means, in
+    the command's order; ``shorts``: the short letters that take a value.
+    Unknown names are left as they are (Click reports them), as is
+    everything after ``--``, an option's separate value and, with
+    ``posix``, the first operand and what follows it.
 
     Raises:
         ValueError: an ambiguous name, with GNU's message.
     """
     out: List[str] = []
     rest = iter(args)
+
+    def value_follows() -> None:
+        out.extend(value for _, value in zip(range(1), rest))  # as given
+
     for arg in rest:
         if arg == "--" or (posix and (arg == "-" or arg[:1] != "-")):
             out.append(arg)
             break
+        if arg[:1] == "-" and arg[1:2] not in ("-", ""):
+            out.append(arg)
+            for i, letter in enumerate(arg[1:], 2):
+                if letter in shorts:     # the rest of the bundle, or the next
+                    if i == len(arg):
+                        value_follows()
+                    break
+            continue
         if arg.startswith("--"):
             name, eq, value = arg[2:].partition("=")
             if name not in longs:
@@ -173,9 +189,12 @@ def expand_long_options(args: Sequence[str], longs: Dict[str, bool],
                     raise ValueError(
                         f"option '--{name}' is ambiguous; possibilities:"
                         + "".join(f" '--{full}'" for full in found))
+            kind = longs.get(name)
+            if isinstance(kind, str) and not eq:
+                arg = f"--{name}={kind}"
             out.append(arg)
-            if longs.get(name) and not eq:
-                out.extend(value for _, value in zip(range(1), rest))  # its value
+            if kind is True and not eq:
+                value_follows()
         else:
             out.append(arg)
     out.extend(rest)
@@ -188,7 +207,8 @@ _GNU_COMMAND: Any = None
 def gnu_command_class() -> Any:
     """A click.Command reading long options as GNU getopt_long does: an
     unambiguous prefix names its option (``--squeeze`` is
-    ``--squeeze-blank``; an ambiguous one gets GNU's message), and with
+    ``--squeeze-blank``; an ambiguous one gets GNU's message), an optional
+    value is never the next argument (``--reflink a b``), and with
     POSIXLY_CORRECT the first operand ends the options. Made on first use
     (Click is imported only when options need it)."""
     global _GNU_COMMAND
@@ -201,25 +221,24 @@ def gnu_command_class() -> Any:
             posix = "POSIXLY_CORRECT" in os.environ
             if posix:
                 ctx.allow_interspersed_args = False
-            longs: Dict[str, bool] = {}
+            longs: Dict[str, Any] = {}
+            shorts = ""
             for param in self.get_params(ctx):
                 if isinstance(param, click.Option):
-                    # an optional value (--reflink[=WHEN]) is never the
-                    # next argument
-                    takes_value = not (param.is_flag or param.count or getattr(
-                        param, "_flag_needs_value", False))
+                    # an optional value (--reflink[=WHEN]): what bare means
+                    kind = (param.flag_value
+                            if getattr(param, "_flag_needs_value", False)
+                            else not (param.is_flag or param.count))
                     for name in (*param.opts, *param.secondary_opts):
                         if name.startswith("--"):
-                            longs.setdefault(name[2:], takes_value)
+                            longs.setdefault(name[2:], kind)
+                        elif kind is True:
+                            shorts += name[1:]
             try:
-                args = expand_long_options(args, longs, posix)
+                args = expand_long_options(args, longs, posix, shorts)
             except ValueError as exc:
                 raise click.UsageError(str(exc), ctx) from None
-            return super().parse_args(ctx, self.rewrite(args))
-
-        def rewrite(self, args: List[str]) -> List[str]:
-            """What a command changes in its full-length arguments."""
-            return args
+            return super().parse_args(ctx, args)
 
     _GNU_COMMAND = GnuCommand
     return GnuCommand

@@ -103,11 +103,7 @@ def _build_command() -> Any:
                 + "".join(f"\n  - {locale_quote(w)}" for w in self.words),
                 ctx)
 
-    class CpCommand(gnu_command_class()):  # type: ignore[misc]
-        def rewrite(self, args: List[str]) -> List[str]:
-            return bare_reflink(args)
-
-    @click.command(name="cp", cls=CpCommand,
+    @click.command(name="cp", cls=gnu_command_class(),
                    context_settings={"help_option_names": ["--help"]})
     # -a, -L and -P in command-line order: -a means -P too, and the last
     # of the three decides, as in GNU cp
@@ -307,29 +303,6 @@ _FAST_FLAGS: Dict[str, Tuple[str, Any]] = {
     "T": ("no_target_directory", True), "u": ("update", True),
     "v": ("verbose", True),
 }
-
-
-#: options whose value may be the next argument: a '--reflink' there is
-#: that value, not the option
-_TAKES_NEXT = ("-t", "--target-directory", "--sparse", "--block-size",
-               "--queue-depth", "--engine", "--stats-format")
-
-
-def bare_reflink(args: Sequence[str]) -> List[str]:
-    """GNU reads ``--reflink`` alone as ``--reflink=always`` and never
-    takes the next argument as its WHEN (``cp --reflink a b`` copies a to
-    b); Click would, so spell it out before Click parses."""
-    out: List[str] = []
-    for i, arg in enumerate(args):
-        if arg == "--":
-            out.extend(args[i:])
-            break
-        prev = args[i - 1] if i else ""
-        takes_prev = prev in _TAKES_NEXT or (
-            prev[:1] == "-" and prev[1:2] != "-" and prev.endswith("t"))
-        out.append("--reflink=always" if arg == "--reflink" and not takes_prev
-                   else arg)
-    return out
 
 
 def fast_parse(argv: Sequence[str]) -> Optional[Tuple[List[str], Dict[str, Any]]]:

@@ -12,7 +12,9 @@ right after deleting 10k is slow for minutes, DESIGN.md trap 16).
         gnu 'cp -r /dev/shm/tree $D' \\
         ours 'uring-cp -r /dev/shm/tree $D'
 
-The first command is the peer the ratios are taken against.
+The first command is the peer the ratios are taken against: the ratio of
+the medians, and the median of each round's own ratio ("paired", steadier
+when the host's speed drifts). Each round starts with the next command.
 """
 
 from __future__ import annotations
@@ -46,7 +48,10 @@ def main() -> int:
         if args.reset:
             subprocess.run(args.reset, shell=True, check=True,
                            stdout=subprocess.DEVNULL)
-        for k, (label, command) in enumerate(commands):
+        # rotate the order each round: no command always runs first
+        for i in range(len(commands)):
+            k = (i + r) % len(commands)
+            label, command = commands[k]
             dest = os.path.join(args.dir, f"alternate-{os.getpid()}-{k}-{r}")
             env = dict(os.environ, D=dest)
             r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -72,15 +77,20 @@ def main() -> int:
     first = commands[0][0]
     base = statistics.median(times[first])
     cpu_base = statistics.median(cpus[first]) or 1e-9
-    print(f"| command | median | vs {first} | CPU (user+sys) | CPU vs {first} "
-          "| all runs (ms) |")
-    print("|---|---:|---:|---:|---:|---|")
+    print(f"| command | median | vs {first} | paired vs {first} "
+          f"| CPU (user+sys) | CPU vs {first} | all runs (ms) |")
+    print("|---|---:|---:|---:|---:|---:|---|")
     for label, _ in commands:
         m = statistics.median(times[label])
         c = statistics.median(cpus[label])
+        # the median of each round's own ratio: the host's speed drifts
+        # over minutes, and runs of one round are seconds apart
+        paired = statistics.median(t / b for t, b in zip(times[label],
+                                                         times[first]))
         runs = ", ".join(f"{t * 1e3:.0f}" for t in sorted(times[label]))
         print(f"| {label} | {m * 1e3:.0f} ms | {m / base:.2f}x | "
-              f"{c * 1e3:.0f} ms | {c / cpu_base:.2f}x | {runs} |")
+              f"{paired:.2f}x | {c * 1e3:.0f} ms | {c / cpu_base:.2f}x "
+              f"| {runs} |")
     return 0
 
 

@@ -15,13 +15,14 @@ from typing import List, Optional, Sequence
 import pytest
 
 from uringtools.checkfile import CheckParser, format_line, quotef, unescape_name
-from uringtools.hashing import ALGORITHMS, get_algorithm, hash_files
+from uringtools.hashing import (ALGORITHMS, DEFAULT_BLOCK_SIZE, get_algorithm,
+                                hash_files)
 from uringtools.stats import Stats
 
 BIN = Path(sys.executable).parent / "uring-hash"
 UH: List[str] = [str(BIN)] if BIN.exists() else [sys.executable, "-m",
                                                    "uringtools", "hash"]
-BS = 128 * 1024
+BS = DEFAULT_BLOCK_SIZE   # uring-hash's: the sizes below straddle its reads
 GNU = {"md5": "md5sum", "sha1": "sha1sum", "sha224": "sha224sum",
        "sha256": "sha256sum", "sha384": "sha384sum", "sha512": "sha512sum",
        "blake2b": "b2sum"}

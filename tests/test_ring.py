@@ -252,6 +252,29 @@ def test_register_arena_fallback_without_ipc_lock(tmp_path: Path) -> None:
     assert "RLIMIT_MEMLOCK" in stats["registered_buffers_note"]
 
 
+def test_large_arena_on_huge_pages() -> None:
+    """An arena of 2 MiB or more (uring-hash's 4 x 1 MiB) is private memory
+    advised for transparent huge pages: registering it pins a few huge
+    pages, not a page fault per 4 KiB. Smaller arenas are left alone."""
+    thp = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    mode = re.search(r"\[(\w+)\]", thp.read_text()).group(1) if thp.exists() else "never"
+    big, small = Arena(4, 1 << 20), Arena(4, 128 << 10)
+    ring = Ring(8)
+    try:
+        assert ring.register_arena(big)
+        smaps = Path("/proc/self/smaps").read_text()
+        for arena, want in ((big, mode != "never"), (small, False)):
+            at = smaps.index(f"{arena.base:x}-")
+            entry = smaps[at:smaps.index("VmFlags", at)]
+            assert " rw-p " in entry.splitlines()[0]       # private, not shmem
+            eligible = int(re.search(r"THPeligible:\s+(\d)", entry).group(1))
+            assert eligible == want, entry
+        # the kernel fills the huge pages like any others
+        assert big.view[:4] == b"\0\0\0\0"
+    finally:
+        ring.close()
+
+
 def test_register_file_table_fallback_low_nofile(tmp_path: Path) -> None:
     f = write(tmp_path / "f", b"payload" * 100)
     code = f"""

@@ -30,7 +30,11 @@ from .readahead import K_READ, KIND_MASK, ReadAhead, ring_with_arena
 from .ring import FileRef, Ring
 from .stats import Stats
 
-DEFAULT_BLOCK_SIZE = 128 * 1024
+#: larger than cat's and cp's 128 KiB: each read costs the digesting thread
+#: ~15 us of Python and task work however large it is, and a digest is
+#: slow enough that fewer, larger reads never leave it waiting
+#: (bench/README.md, "Hash reads of 1 MiB")
+DEFAULT_BLOCK_SIZE = 1 << 20
 DEFAULT_QUEUE_DEPTH = 4
 DEFAULT_ALGORITHM = "sha256"
 FAST_EXTRA_HINT = "pip install 'uringtools[fast]'"

@@ -195,6 +195,9 @@ def error(res: int, filename: Optional[str] = None) -> OSError:
     return OSError(-res, os.strerror(-res), filename)
 
 
+_HUGE_PAGE = 2 << 20
+
+
 class Arena:
     """One block of memory owned by Python, split into equal slots.
 
@@ -208,7 +211,15 @@ class Arena:
         self.slots = slots
         self.slot_size = slot_size
         self.size = slots * slot_size
-        self._mem = mmap.mmap(-1, self.size)
+        self._mem = mmap.mmap(-1, self.size,
+                              flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        if self.size >= _HUGE_PAGE:
+            # a few huge pages instead of a fault (and a pin) per 4 KiB
+            # page, where THP is "madvise"; a hint, refused harmlessly
+            try:
+                self._mem.madvise(mmap.MADV_HUGEPAGE)
+            except (AttributeError, OSError):
+                pass
         self.cdata = ffi.from_buffer(self._mem)
         self.base = int(ffi.cast("uintptr_t", self.cdata))
         self.view = memoryview(self._mem)

@@ -15,7 +15,7 @@ TYPE_CHECKING = False  # typing costs ~13 ms of start-up: annotations only
 if TYPE_CHECKING:
     from typing import Any, List, Optional, Sequence, Tuple
 
-from ..cat import WriteError, cat_files
+from ..cat import DEFAULT_BLOCK_SIZE, WriteError, cat_files
 from ..catfmt import CatFormat
 from ..stats import Stats
 from .common import (LazyCommand, Reporter, Settings, broken_pipe,
@@ -44,7 +44,7 @@ def run_cat(files: Sequence[str], fmt: CatFormat, settings: Settings,
 
         def work(engine: str) -> bool:
             return cat_files(names, 1, engine=engine,
-                             block_size=settings.block_size,
+                             block_size=settings.block_size or DEFAULT_BLOCK_SIZE,
                              queue_depth=settings.queue_depth, fmt=fmt,
                              stats=stats, on_error=on_error,
                              splice=splice, direct=direct,

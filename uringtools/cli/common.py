@@ -317,19 +317,24 @@ class Settings:
     """The shared options, as parsed."""
 
     def __init__(self, engine: Optional[str] = None,
-                 block_size: int = DEFAULT_BLOCK_SIZE,
+                 block_size: Optional[int] = None,
                  queue_depth: int = DEFAULT_QUEUE_DEPTH, stats: bool = False,
                  stats_format: str = "table") -> None:
         self.engine = engine  # None: uring, falling back to sync if refused
-        self.block_size = block_size
+        self.block_size = block_size  # None: the command's own default
         self.queue_depth = queue_depth
         self.stats = stats
         self.stats_format = stats_format
 
 
-def engine_options(func: Callable[..., Any]) -> Callable[..., Any]:
+def engine_options(func: Optional[Callable[..., Any]] = None, *,
+                   block_size: int = DEFAULT_BLOCK_SIZE) -> Any:
     """Add --engine, --block-size, --queue-depth, --stats, --stats-format
-    and --version to a command; it receives them as ``settings``."""
+    and --version to a command; it receives them as ``settings``
+    (``settings.block_size`` None when not given: ``block_size``, the
+    command's default, is only shown in --help). Use bare or called."""
+    if func is None:
+        return lambda f: engine_options(f, block_size=block_size)
     import click
 
     class SizeType(click.ParamType):
@@ -349,7 +354,9 @@ def engine_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="I/O engine [default: uring, or sync with a "
                           "warning when io_uring is refused]"),
         click.option("--block-size", type=SizeType(),
-                     default=DEFAULT_BLOCK_SIZE, show_default="128K",
+                     default=None,
+                     show_default=f"{block_size >> 10}K" if block_size < 1 << 20
+                     else f"{block_size >> 20}M",
                      help="bytes per read or write request"),
         click.option("--queue-depth", type=click.IntRange(1, 4096),
                      default=DEFAULT_QUEUE_DEPTH, show_default=True,
@@ -365,7 +372,7 @@ def engine_options(func: Callable[..., Any]) -> Callable[..., Any]:
     import functools   # with Click, which imports it anyway
 
     @functools.wraps(func)
-    def wrapper(*args: Any, engine: Optional[str], block_size: int,
+    def wrapper(*args: Any, engine: Optional[str], block_size: Optional[int],
                 queue_depth: int, show_stats: bool,
                 stats_format: Optional[str], **kwargs: Any) -> Any:
         settings = Settings(engine, block_size, queue_depth,

@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     from typing import (Any, Callable, Dict, List, Optional,
                         Sequence, Tuple)
 
-from ..copy import CopyOptions, quote
+from ..copy import DEFAULT_BLOCK_SIZE, CopyOptions, quote
 from ..stats import Stats
 from . import common
 from .common import (LazyCommand, Reporter, Settings, emit_stats,
@@ -239,7 +239,8 @@ def run_cp(operands: Sequence[str], *, archive: bool = False,
             recursive=recursive or archive, preserve=preserve or preserve_long
             or archive, dereference=dereference, no_clobber=no_clobber,
             force=force, verbose=verbose, sparse=sparse, fsync=fsync,
-            block_size=settings.block_size, queue_depth=settings.queue_depth,
+            block_size=settings.block_size or DEFAULT_BLOCK_SIZE,
+            queue_depth=settings.queue_depth,
             direct=direct, preserve_links=archive, splice=splice,
             update=update, reflink=reflink)
 

@@ -14,8 +14,8 @@ from ..records import record
 from .. import fdio
 from ..checkfile import (CheckLine, CheckParser, format_line, format_status,
                          locale_quote, quotef)
-from ..hashing import (ALGORITHMS, DEFAULT_ALGORITHM, Algorithm, HashResult,
-                       get_algorithm, hash_files, probe)
+from ..hashing import (ALGORITHMS, DEFAULT_ALGORITHM, DEFAULT_BLOCK_SIZE,
+                       Algorithm, HashResult, get_algorithm, hash_files, probe)
 from ..stats import Stats
 from . import common
 from .common import (LazyCommand, Reporter, Settings, emit_stats,
@@ -271,7 +271,7 @@ def _build_command() -> Any:
                        "refuse it fall back to cached reads")
     @progress_option
     @click.argument("files", nargs=-1)
-    @engine_options
+    @engine_options(block_size=DEFAULT_BLOCK_SIZE)
     def hash_command(files: Tuple[str, ...], algorithm: str,
                      length: Tuple[str, ...], mode: Optional[str], check: bool,
                      tag: bool, zero: bool, ignore_missing: bool,
@@ -303,6 +303,7 @@ def run_hash(files: Sequence[str], *, algorithm: str = DEFAULT_ALGORITHM,
              direct: bool = False, progress: Optional[bool] = None) -> None:
     """Run uring-hash on ``files`` and exit with GNU sha256sum's status."""
     settings = settings if settings is not None else Settings()
+    block_size = settings.block_size or DEFAULT_BLOCK_SIZE
     # as GNU: the last of --quiet, --status and --warn wins
     quiet, status, warn = (verbosity == "quiet", verbosity == "status",
                            verbosity == "warn")
@@ -367,7 +368,7 @@ def run_hash(files: Sequence[str], *, algorithm: str = DEFAULT_ALGORITHM,
         def run_for(engine: str) -> RunHash:
             def run(hnames: List[str], lengths: List[Optional[int]]) -> Results:
                 return hash_files(hnames, algo.name, bits=bits, engine=engine,
-                                  block_size=settings.block_size,
+                                  block_size=block_size,
                                   queue_depth=settings.queue_depth,
                                   stats=stats, lengths=lengths,
                                   direct=direct,
@@ -380,7 +381,7 @@ def run_hash(files: Sequence[str], *, algorithm: str = DEFAULT_ALGORITHM,
             if no_stdin and names:
                 probe(engine)   # refuse before a '-' is reported
             results = hash_files(names, algo.name, bits=bits, engine=engine,
-                                 block_size=settings.block_size,
+                                 block_size=block_size,
                                  queue_depth=settings.queue_depth, stats=stats,
                                  direct=direct, on_progress=on_progress)
             try:   # closing results early stops the readers

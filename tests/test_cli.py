@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -177,7 +178,8 @@ def _without_site() -> list:
             f"import sys\nsys.path[:0] = {paths!r}\nBEFORE = set(sys.modules)\n"]
 
 
-@pytest.mark.parametrize("argv", [["FILE"], ["-", "FILE"], ["-n", "FILE"]])
+@pytest.mark.parametrize("argv", [["FILE"], ["-", "FILE"], ["-n", "FILE"],
+                                  ["--number", "--engine", "sync", "FILE"]])
 def test_plain_cat_keeps_heavy_modules_off_start_up(tmp_path: Path,
                                                     argv: list) -> None:
     """Start-up is most of a small cat: operands and GNU's short flags need
@@ -196,30 +198,41 @@ def test_plain_cat_keeps_heavy_modules_off_start_up(tmp_path: Path,
     assert res.returncode == 0, res.stderr
     assert res.stderr.decode().strip().splitlines()[-1] == "[]"
     expected = {"FILE": b"a\nb\n", "-": b"in\na\nb\n",
-                "-n": b"     1\ta\n     2\tb\n"}[argv[0]]
+                "-n": b"     1\ta\n     2\tb\n",
+                "--number": b"     1\ta\n     2\tb\n"}[argv[0]]
     assert res.stdout == expected
 
 
-def test_plain_hash_keeps_heavy_modules_off_start_up(tmp_path: Path) -> None:
-    """uring-hash FILE: none of the HEAVY modules at start-up."""
+@pytest.mark.parametrize("argv", [["f"], ["-c", "SUMS"],
+                                  ["--check", "--quiet", "--strict", "SUMS"],
+                                  ["-a", "md5", "--tag", "f"]])
+def test_plain_hash_keeps_heavy_modules_off_start_up(tmp_path: Path,
+                                                     argv: list) -> None:
+    """uring-hash FILE, and -c SUMS (sha256sum's other job), with GNU's long
+    options: none of the HEAVY modules at start-up."""
     import hashlib
     write(tmp_path / "f", b"a\nb\n")
+    digest = hashlib.sha256(b"a\nb\n").hexdigest()
+    write(tmp_path / "SUMS", f"{digest}  f\n".encode())
     code = ("import sys\n"
-            f"sys.argv = ['uring-hash', {str(tmp_path / 'f')!r}]\n"
+            f"sys.argv = ['uring-hash', *{argv!r}]\n"
             "from uringtools.cli.hash import main\n"
             "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code\n"
             "sys.stdout.flush()\n"
             f"print(sorted(m for m in {HEAVY!r} if m in sys.modules"
             " and m not in BEFORE), file=sys.stderr)\n")
     *argv0, prefix = _without_site()
-    res = run([*argv0, prefix + code])
+    res = run([*argv0, prefix + code], cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert res.stderr.decode().strip().splitlines()[-1] == "[]"
-    digest = hashlib.sha256(b"a\nb\n").hexdigest()
-    assert res.stdout == f"{digest}  {tmp_path / 'f'}\n".encode()
+    md5 = hashlib.md5(b"a\nb\n").hexdigest()
+    assert res.stdout == {"f": f"{digest}  f\n", "-c": "f: OK\n", "--check": "",
+                          "-a": f"MD5 (f) = {md5}\n"}[argv[0]].encode()
 
 
-@pytest.mark.parametrize("argv", [["f", "g"], ["-r", "d", "e"], ["-a", "d", "e"]])
+@pytest.mark.parametrize("argv", [["f", "g"], ["-r", "d", "e"], ["-a", "d", "e"],
+                                  ["--archive", "--reflink=auto", "d", "e"],
+                                  ["--sparse=always", "-t", "d", "f"]])
 def test_plain_cp_keeps_heavy_modules_off_start_up(tmp_path: Path,
                                                    argv: list) -> None:
     """uring-cp of a file or a small tree: none of the HEAVY modules."""
@@ -235,64 +248,141 @@ def test_plain_cp_keeps_heavy_modules_off_start_up(tmp_path: Path,
     res = run([*argv0, code], cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert res.stderr.decode().strip().splitlines()[-1] == "[]"
-    copied = tmp_path / ("g" if argv[0] == "f" else "e/x")
-    assert copied.read_bytes() == (b"a\nb\n" if argv[0] == "f" else b"x\n")
+    copied = tmp_path / {"g": "g", "e": "e/x", "f": "d/f"}[argv[-1]]
+    assert copied.read_bytes() == (b"x\n" if copied.name == "x" else b"a\nb\n")
 
 
-@pytest.mark.parametrize("argv", [
-    ["-n", "a"], ["a", "-b", "b"], ["-A", "a"], ["-et", "a"], ["-vET", "a"],
-    ["-s", "-u", "a", "-"], ["-bn", "a"], ["-t", "-e", "a"], ["a"], [],
-])
-def test_fast_cat_parse_matches_click(argv: list,
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """GNU's short flags are parsed without Click exactly as Click would."""
-    from uringtools.cli import cat as catmod
+#: command lines each command parses without Click; ``posix``: with
+#: POSIXLY_CORRECT set (the first operand ends the options)
+FAST_LINES = {
+    "cat": [
+        [], ["a"], ["-n", "a"], ["a", "-b", "b"], ["-A", "a"], ["-et", "a"],
+        ["-vET", "a"], ["-s", "-u", "a", "-"], ["-bn", "a"], ["-t", "-e", "a"],
+        ["--number", "a"], ["--show-all", "--squeeze-blank", "a", "--show-tabs"],
+        ["--number-nonblank", "--show-ends", "--show-nonprinting", "a"],
+        ["--no-splice", "a"], ["--splice", "--no-splice", "--splice", "a"],
+        ["--direct", "a"], ["--engine", "sync", "a"],
+        ["--engine=uring", "--block-size", "64K", "a"], ["--queue-depth", "7", "a"],
+        ["--queue-depth=4096", "--block-size=1M", "a"], ["--stats", "a"],
+        ["a", "--stats-format", "json"], ["--stats-format=table", "a"],
+        ["-n", "--stats", "a", "--stats-format", "json", "b"],
+        ["--stats", "--stats", "-"], ["--block-size", "512", "-"],
+        ["posix", "-n", "a", "-b", "--stats"], ["posix", "a", "--number"],
+    ],
+    "cp": [
+        [], ["a"], ["a", "b"], ["-L", "-P", "a", "b"], ["-P", "-L", "a", "b"],
+        ["-LP", "a", "b"], ["a", "-r", "b"], ["-rv", "a", "-n", "b"],
+        ["-", "-a", "x"], ["-aLP", "s", "d"], ["-fpRT", "a", "b"], ["-T", "a", "b"],
+        ["-rL", "-a", "a", "b"], ["-P", "-a", "a", "b"], ["-raLP", "a", "b"],
+        ["--archive", "a", "b"], ["--dereference", "--archive", "a", "b"],
+        ["--archive", "--no-dereference", "--dereference", "a", "b"],
+        ["-t", "d", "a"], ["-td", "a", "b"], ["-vtd", "a"],
+        ["--target-directory=d", "a"], ["--target-directory", "d", "a", "b"],
+        ["--reflink", "a", "b"], ["--reflink=never", "a", "b"],
+        ["--reflink=always", "--reflink=auto", "a", "b"],
+        ["--reflink", "never", "a"],    # never the next argument
+        ["--sparse", "always", "a", "b"], ["--sparse=never", "-a", "a", "b"],
+        ["--preserve", "-p", "a", "b"], ["--preserve", "a", "b"],
+        ["--force", "--no-clobber", "--update", "--recursive", "a", "b"],
+        ["--no-target-directory", "--verbose", "a", "b"],
+        ["--fsync", "--direct", "--splice", "a", "b"], ["--no-splice", "a", "b"],
+        ["--progress", "a", "b"], ["--no-progress", "a", "b"],
+        ["--engine", "sync", "-rv", "a", "b", "--stats"],
+        ["--queue-depth", "1", "--block-size", "4K", "a", "b"],
+        ["posix", "-r", "a", "b", "-v"],
+    ],
+    "hash": [
+        [], ["a"], ["-", "a"], ["-c", "s"], ["--check", "--quiet", "s"], ["-cw", "s"],
+        ["--status", "--warn", "-c", "s"], ["-asha1", "a"],
+        ["-a", "md5", "--tag", "a"], ["--algorithm=blake2b", "-l", "256", "a"],
+        ["-l", "128", "-l", "256", "-a", "blake2b", "a"],
+        ["--length=8", "-ablake2s", "a"], ["-l256", "--length", "8", "a"],
+        ["-b", "a"], ["-t", "--binary", "a"], ["-z", "a"], ["--zero", "--text", "a"],
+        ["-zba", "sha512", "a"], ["--ignore-missing", "--strict", "-c", "s"],
+        ["--direct", "--progress", "a"], ["--no-progress", "a"],
+        ["-c", "--stats-format=json", "s"], ["--engine", "sync", "-c", "s"],
+        ["posix", "-c", "s", "--quiet"],
+    ],
+}
 
+#: command lines left to Click: help, errors, and what only Click spells out
+CLICK_LINES = {
+    "common": [
+        ["--help"], ["--version"], ["--", "-n"], ["a", "--"], ["-x", "a"],
+        ["--engine", "fast", "a"], ["--engine"], ["--block-size", "12", "a"],
+        ["--block-size=2G", "a"], ["--queue-depth", "0", "a"],
+        ["--queue-depth=x", "a"], ["--stats-format"], ["--stats-format", "xml", "a"],
+        ["--stats-format=", "a"], ["--stats=1", "a"], ["--stat", "a"],
+        ["--eng", "sync", "a"], ["--direct=yes", "a"],
+    ],
+    "cat": [["--numb", "a"], ["--number=2", "a"], ["-nx", "a"]],
+    "cp": [["--sparse=al", "a", "b"], ["--reflink=a", "a", "b"],
+           ["--preserve=mode", "a", "b"], ["-t"],
+           ["--verb", "a", "b"], ["--sparse"], ["--target-directory"]],
+    "hash": [["-a", "SHA1", "a"], ["-a"], ["-a", "sha3", "a"], ["--chec", "s"],
+             ["-l"], ["--check=yes", "s"]],
+}
+
+
+def _run_keywords(module: Any, argv: list, fast: bool,
+                  monkeypatch: pytest.MonkeyPatch) -> dict:
+    """The arguments ``module``'s run_* gets for ``argv``: from its own
+    fast_parse, or from Click; Settings as a dict, sequences as lists."""
+    import inspect
+
+    name = "run_" + module.__name__.rsplit(".", 1)[1]
+    signature = inspect.signature(getattr(module, name))
     seen: dict = {}
+    if fast:
+        seen.update(module.fast_parse(argv))
+    else:
+        monkeypatch.setattr(module, name, lambda *a, **kw: seen.update(
+            signature.bind(*a, **kw).arguments))
+        module._build_command().main(argv, prog_name=f"uring-{name[4:]}",
+                                     standalone_mode=False)
+    bound = signature.bind(**seen)
+    bound.apply_defaults()
+    out = {}
+    for key, value in bound.arguments.items():
+        if hasattr(value, "stats_format"):
+            value = vars(value)
+        elif isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
+            value = list(value) or None   # Click's () for -l is run_hash's None
+        out[key] = value
+    return out
 
-    def fake(files, fmt, settings, splice=True, direct=False):
-        seen.update(files=list(files), fmt=fmt, splice=splice, direct=direct)
 
-    command = catmod._build_command()
-    monkeypatch.setattr(catmod, "run_cat", fake)
-    command.main(argv, prog_name="uring-cat", standalone_mode=False)
-    assert seen["splice"] is True and seen["direct"] is False
-    assert catmod.fast_parse(argv) == (seen["files"], seen["fmt"])
-    for other in (["--help"], ["--number", "a"], ["--", "-n"], ["-x", "a"],
-                  ["--no-splice", "a"], ["--engine", "sync", "a"]):
-        assert catmod.fast_parse(other) is None
+@pytest.mark.parametrize("command, argv", [
+    (command, argv) for command, lines in FAST_LINES.items() for argv in lines])
+def test_fast_parse_matches_click(command: str, argv: list,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """What each command parses itself, to skip importing Click, gives its
+    run_* exactly what Click would: GNU's short flags, bundled or not,
+    values attached or next, long options, the engine options, and
+    POSIXLY_CORRECT."""
+    import importlib
+
+    module = importlib.import_module(f"uringtools.cli.{command}")
+    if argv[:1] == ["posix"]:
+        argv = argv[1:]
+        monkeypatch.setenv("POSIXLY_CORRECT", "1")
+    else:
+        monkeypatch.delenv("POSIXLY_CORRECT", raising=False)
+    assert module.fast_parse(argv) is not None
+    assert _run_keywords(module, argv, True, monkeypatch) == \
+        _run_keywords(module, argv, False, monkeypatch)
 
 
-@pytest.mark.parametrize("argv", [
-    ["--stats", "a"], ["a", "--stats-format", "json"], ["--stats-format=table", "a"],
-    ["-n", "--stats", "a", "--stats-format", "json", "b"], ["a"],
-    ["--stats", "--stats", "-"],
-])
-def test_stats_options_skip_click_as_click_parses(
-        argv: list, monkeypatch: pytest.MonkeyPatch) -> None:
-    """--stats and --stats-format are taken without Click, with Click's
-    result; what Click alone can judge is left to it."""
-    from uringtools.cli import cat as catmod
-    from uringtools.cli.common import stats_options
+@pytest.mark.parametrize("command, argv", [
+    (command, argv) for command in ("cat", "cp", "hash")
+    for argv in CLICK_LINES["common"] + CLICK_LINES[command]])
+def test_click_parses_the_rest(command: str, argv: list,
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
 
-    seen: dict = {}
-
-    def fake(files, fmt, settings, splice=True, direct=False):
-        seen.update(files=list(files), fmt=fmt, stats=settings.stats,
-                    stats_format=settings.stats_format)
-
-    command = catmod._build_command()
-    monkeypatch.setattr(catmod, "run_cat", fake)
-    command.main(argv, prog_name="uring-cat", standalone_mode=False)
-    pre = stats_options(argv)
-    assert pre is not None
-    rest, settings = pre
-    assert catmod.fast_parse(rest) == (seen["files"], seen["fmt"])
-    assert (settings.stats, settings.stats_format) == \
-        (seen["stats"], seen["stats_format"])
-    for other in (["--stats-format"], ["--stats-format", "xml", "a"],
-                  ["--stats-format=", "a"], ["--", "--stats"]):
-        assert stats_options(other) is None
+    monkeypatch.delenv("POSIXLY_CORRECT", raising=False)
+    module = importlib.import_module(f"uringtools.cli.{command}")
+    assert module.fast_parse(argv) is None
 
 
 @pytest.mark.parametrize("prog", ["uring-cat", "uring-cp", "uring-hash"])

@@ -816,32 +816,6 @@ def test_small_files_on_a_full_disk_lose_nothing(tiny_tmpfs: Path,
     no_temps(tiny_tmpfs)
 
 
-@pytest.mark.parametrize("argv", [
-    ["-L", "-P", "a", "b"], ["-P", "-L", "a", "b"], ["-LP", "a", "b"],
-    ["a", "-r", "b"], ["-rv", "a", "-n", "b"], ["-", "-a", "x"],
-    ["-aLP", "s", "d"], ["-fpRT", "a", "b"], ["-T", "a", "b"], ["a"], [],
-])
-def test_fast_argv_parse_matches_click(argv: List[str],
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from uringtools.cli import cp as cpmod
-
-    seen: Dict[str, object] = {}
-
-    def fake(operands, **kw):
-        seen.update(kw, operands=list(operands))
-
-    command = cpmod._build_command()
-    monkeypatch.setattr(cpmod, "run_cp", fake)
-    command.main(argv, prog_name="uring-cp", standalone_mode=False)
-    operands = seen.pop("operands")
-    seen.pop("settings")
-    expected = {k: v for k, v in seen.items() if v not in (False, None, "auto")}
-    assert cpmod.fast_parse(argv) == (operands, expected)
-    for other in (["--help"], ["-t", "d", "a"], ["--", "-a", "b"],
-                  ["--engine", "sync", "a", "b"], ["-x", "a", "b"]):
-        assert cpmod.fast_parse(other) is None
-
-
 def test_plain_operands_do_not_import_click(tmp: Path) -> None:
     (tmp / "a").write_bytes(b"x" * 5000)
     # collections, enum, re: loaded before us by an editable install's
@@ -1295,36 +1269,6 @@ def test_last_of_archive_and_dereference_decides_like_gnu(
     assert fast.returncode == slow.returncode == 0, (fast.stderr, slow.stderr)
     assert snapshot(tmp / "fast") == snapshot(tmp / "gnu")
     assert snapshot(tmp / "slow") == snapshot(tmp / "gnu")
-
-
-@pytest.mark.parametrize("argv", [
-    ["a", "b"], ["-rL", "-a", "a", "b"], ["-a", "-L", "a", "b"],
-    ["-raLP", "a", "b"], ["-fnpv", "a", "-T", "b"], ["-R", "a", "b", "c"],
-    ["-P", "-a", "a", "b"], ["-L", "a", "b"]])
-def test_fast_parse_agrees_with_click(argv: List[str],
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """The short-flag parse that skips Click gives run_cp what Click does."""
-    from uringtools.cli import cp as cpmod
-
-    seen: dict = {}
-
-    def fake(operands, **kw):
-        kw.pop("settings")
-        seen.update(kw, operands=list(operands))
-
-    command = cpmod._build_command()
-    monkeypatch.setattr(cpmod, "run_cp", fake)
-    command.main(argv, prog_name="uring-cp", standalone_mode=False)
-    parsed = cpmod.fast_parse(argv)
-    assert parsed is not None
-    operands, options = parsed
-    assert operands == seen.pop("operands")
-    for key, value in options.items():
-        assert seen[key] == value, key
-    assert seen.get("deref") == options.get("deref")
-    for key, value in seen.items():   # the rest are Click's defaults
-        if key not in options and key != "deref":
-            assert not value or key in ("sparse", "reflink"), (key, value)
 
 
 def _inode_orders(root: Path, dirs: Sequence[str]) -> List[List[str]]:

@@ -1,26 +1,26 @@
 """uring-cat: GNU cat over io_uring.
 
-The work lives in :func:`run_cat`, which needs no Click: ``uring-cat FILE...``
-with no options but GNU's short flags (-AbeEnstTuv) skips importing Click
-altogether (start-up time is part of the product). Other options go through
-the Click command, built on first use.
+The work lives in :func:`run_cat`, which needs no Click: a command line
+:func:`fast_parse` can read (GNU's options, ours, spelt out in full) skips
+importing Click altogether (start-up time is part of the product). --help,
+--version, abbreviations and errors go through the Click command, built on
+first use.
 """
 
 from __future__ import annotations
 
 import errno
-import os
 import sys
 TYPE_CHECKING = False  # typing costs ~13 ms of start-up: annotations only
 if TYPE_CHECKING:
-    from typing import Any, List, Optional, Sequence, Tuple
+    from typing import Any, Dict, Optional, Sequence, Tuple
 
 from ..cat import DEFAULT_BLOCK_SIZE, WriteError, cat_files
 from ..catfmt import CatFormat
 from ..stats import Stats
 from .common import (LazyCommand, Reporter, Settings, broken_pipe,
-                     emit_stats, guard_std_fds, run_main, short_flags,
-                     stats_options, with_engine)
+                     emit_stats, guard_std_fds, run_main, with_engine)
+from .common import fast_parse as common_fast_parse
 
 PROG = "uring-cat"
 
@@ -67,7 +67,7 @@ def run_cat(files: Sequence[str], fmt: CatFormat, settings: Settings,
 
 
 def _build_command() -> Any:
-    """The Click command (Click is imported only when options are given)."""
+    """The Click command (imported for --help, abbreviations, errors...)."""
     import click
 
     from .common import engine_options, gnu_command_class
@@ -138,27 +138,33 @@ def cat_format(letters: str) -> CatFormat:
                         for field in _FLAGS[letter]})
 
 
-def fast_parse(argv: Sequence[str]) -> Optional[Tuple[List[str], CatFormat]]:
-    """Operands and format of a command line made only of operands and the
-    short flags -AbeEnstTuv, as Click would parse it; None for anything
-    else, which Click then parses."""
-    if "POSIXLY_CORRECT" in os.environ:
-        # getopt then stops at the first operand: a flag after one is a
-        # file name, which Click is told in GnuCommand.parse_args
-        first = next((i for i, arg in enumerate(argv)
-                      if arg == "-" or arg[:1] != "-"), len(argv))
-        if any(arg[:1] == "-" and arg != "-" for arg in argv[first:]):
-            return None
-    parsed = short_flags(argv, "".join(_FLAGS))
+#: the command line main() parses itself (Click only for the rest)
+_FAST_OPTIONS: Dict[str, Tuple[str, Any]] = {
+    **{f"-{letter}": ("letters*", letter) for letter in _FLAGS},
+    "--show-all": ("letters*", "A"), "--number-nonblank": ("letters*", "b"),
+    "--show-ends": ("letters*", "E"), "--number": ("letters*", "n"),
+    "--squeeze-blank": ("letters*", "s"), "--show-tabs": ("letters*", "T"),
+    "--show-nonprinting": ("letters*", "v"),
+    "--splice": ("splice", True), "--no-splice": ("splice", False),
+    "--direct": ("direct", True),
+}
+
+
+def fast_parse(argv: Sequence[str]) -> Optional[Dict[str, Any]]:
+    """run_cat's arguments for ``argv``, as Click would give them, or None
+    when Click must parse it (--help, abbreviations, errors...)."""
+    parsed = common_fast_parse(argv, _FAST_OPTIONS)
     if parsed is None:
         return None
-    return parsed[0], cat_format(parsed[1])
+    operands, found, settings = parsed
+    return dict(files=operands, fmt=cat_format("".join(found.get("letters", ()))),
+                settings=settings, splice=found.get("splice", True),
+                direct=found.get("direct", False))
 
 
 def main() -> None:
     """Entry point of the ``uring-cat`` script."""
-    pre = stats_options(sys.argv[1:])
-    parsed = fast_parse(pre[0]) if pre is not None else None
-    if pre is not None and parsed is not None:
-        run_cat(parsed[0], parsed[1], pre[1])   # exits; skips Click
+    parsed = fast_parse(sys.argv[1:])
+    if parsed is not None:
+        run_cat(**parsed)   # exits; skips Click
     COMMAND.main(PROG)

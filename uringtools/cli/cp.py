@@ -7,15 +7,14 @@ import os
 import sys
 TYPE_CHECKING = False  # typing costs ~13 ms of start-up: annotations only
 if TYPE_CHECKING:
-    from typing import (Any, Callable, Dict, List, Optional,
-                        Sequence, Tuple)
+    from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 from ..copy import DEFAULT_BLOCK_SIZE, CopyOptions, quote
 from ..stats import Stats
 from . import common
-from .common import (LazyCommand, Reporter, Settings, emit_stats,
-                     guard_std_fds, run_main, short_flags, stats_options,
-                     with_engine)
+from .common import (LazyCommand, Reporter, Settings, Takes, emit_stats,
+                     guard_std_fds, run_main, with_engine)
+from .common import fast_parse as common_fast_parse
 from .progress import open_bar, operand_bytes, wanted
 
 if TYPE_CHECKING:
@@ -75,7 +74,7 @@ class _VerboseOut:
 
 
 def _build_command() -> Any:
-    """The Click command (Click is imported only for long options, --help...)."""
+    """The Click command (imported for --help, abbreviations, errors...)."""
     import click
 
     from ..checkfile import locale_quote
@@ -175,9 +174,7 @@ def _build_command() -> Any:
           or:  uring-cp [OPTION]... SOURCE... DIRECTORY
           or:  uring-cp [OPTION]... -t DIRECTORY SOURCE...
         """
-        archive = "a" in deref_seq
-        deref = _LAST_DEREF[deref_seq[-1]] if deref_seq else None
-        return run_cp(operands, archive=archive, force=force, deref=deref,
+        return run_cp(operands, **_links(deref_seq), force=force,
                       no_clobber=no_clobber, update=update,
                       preserve=preserve,
                       preserve_long=preserve_long, recursive=recursive,
@@ -296,37 +293,54 @@ def run_cp(operands: Sequence[str], *, archive: bool = False,
 #: what the last of -a, -L, -P means for symbolic links
 _LAST_DEREF = {"a": "P", "L": "L", "P": "P"}
 
-#: short flags main() parses itself -> (run_cp keyword, value)
-_FAST_FLAGS: Dict[str, Tuple[str, Any]] = {
-    "a": ("archive", True), "f": ("force", True), "L": ("deref", "L"),
-    "P": ("deref", "P"), "n": ("no_clobber", True), "p": ("preserve", True),
-    "r": ("recursive", True), "R": ("recursive", True),
-    "T": ("no_target_directory", True), "u": ("update", True),
-    "v": ("verbose", True),
-}
+
+def _links(deref_seq: Sequence[str]) -> Dict[str, Any]:
+    """run_cp's archive and deref from -a, -L and -P in command-line order:
+    -a means -P too, and the last of the three decides, as in GNU cp."""
+    return {"archive": "a" in deref_seq,
+            "deref": _LAST_DEREF[deref_seq[-1]] if deref_seq else None}
 
 
-def fast_parse(argv: Sequence[str]) -> Optional[Tuple[List[str], Dict[str, Any]]]:
-    """Operands and options of a command line made only of operands and
-    the short flags -afLPnprRTuv (alone or bundled), as Click would parse it;
-    None for anything else (long options, -t, --, --help...), which Click
-    then parses."""
-    parsed = short_flags(argv, "".join(_FAST_FLAGS))
+def _fast_options() -> Dict[str, Tuple[str, Any]]:
+    from ..reflink import MODES
+
+    target = ("target_directory", Takes())
+    flags = {"archive": ("links*", "a"), "force": ("force", True),
+             "dereference": ("links*", "L"), "no-clobber": ("no_clobber", True),
+             "update": ("update", True), "recursive": ("recursive", True),
+             "no-target-directory": ("no_target_directory", True),
+             "verbose": ("verbose", True)}
+    shorts = {"a": "archive", "f": "force", "L": "dereference",
+              "n": "no-clobber", "u": "update", "r": "recursive",
+              "R": "recursive", "T": "no-target-directory", "v": "verbose"}
+    return {
+        **{f"-{letter}": flags[name] for letter, name in shorts.items()},
+        **{f"--{name}": option for name, option in flags.items()},
+        "-P": ("links*", "P"), "--no-dereference": ("links*", "P"),
+        "-p": ("preserve", True), "--preserve": ("preserve_long", True),
+        "-t": target, "--target-directory": target,
+        "--sparse": ("sparse", Takes(("never", "auto", "always"))),
+        "--reflink": ("reflink", Takes(MODES, bare="always")),
+        "--fsync": ("fsync", True), "--direct": ("direct", True),
+        "--splice": ("splice", True), "--no-splice": ("splice", False),
+        "--progress": ("progress", True), "--no-progress": ("progress", False),
+    }
+
+
+def fast_parse(argv: Sequence[str]) -> Optional[Dict[str, Any]]:
+    """run_cp's arguments for ``argv``, as Click would give them, or None
+    when Click must parse it (--help, abbreviations, errors...)."""
+    parsed = common_fast_parse(argv, _fast_options())
     if parsed is None:
         return None
-    operands, letters = parsed
-    options = dict(_FAST_FLAGS[letter] for letter in letters)
-    last = max(letters.rfind("a"), letters.rfind("L"), letters.rfind("P"))
-    if last >= 0:
-        options["deref"] = _LAST_DEREF[letters[last]]
-    return operands, options
+    operands, found, settings = parsed
+    links = _links(found.pop("links", ()))
+    return dict(found, **links, operands=operands, settings=settings)
 
 
 def main() -> None:
     """Entry point of the ``uring-cp`` script."""
-    pre = stats_options(sys.argv[1:])
-    parsed = fast_parse(pre[0]) if pre is not None else None
-    if pre is not None and parsed is not None:
-        # exits; skips importing Click
-        run_cp(parsed[0], settings=pre[1], **parsed[1])
+    parsed = fast_parse(sys.argv[1:])
+    if parsed is not None:
+        run_cp(**parsed)   # exits; skips Click
     COMMAND.main(PROG)

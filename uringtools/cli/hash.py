@@ -7,8 +7,8 @@ import os
 import sys
 TYPE_CHECKING = False  # typing costs ~13 ms of start-up: annotations only
 if TYPE_CHECKING:
-    from typing import (Any, Callable, Generator, List, Optional, Sequence,
-                        Tuple, Union)
+    from typing import (Any, Callable, Dict, Generator, List, Optional,
+                        Sequence, Tuple, Union)
 
 from ..records import record
 from .. import fdio
@@ -18,9 +18,9 @@ from ..hashing import (ALGORITHMS, DEFAULT_ALGORITHM, DEFAULT_BLOCK_SIZE,
                        Algorithm, HashResult, get_algorithm, hash_files, probe)
 from ..stats import Stats
 from . import common
-from .common import (LazyCommand, Reporter, Settings, emit_stats,
-                     guard_std_fds, run_main, short_flags, stats_options,
-                     with_engine)
+from .common import (LazyCommand, Reporter, Settings, Takes, emit_stats,
+                     guard_std_fds, run_main, with_engine)
+from .common import fast_parse as common_fast_parse
 from .progress import open_bar, operand_bytes, wanted
 
 if TYPE_CHECKING:
@@ -230,7 +230,7 @@ def _check_lengths(algorithm: str, texts: Sequence[str],
 
 
 def _build_command() -> Any:
-    """The Click command (Click is imported only when options are given)."""
+    """The Click command (imported for --help, abbreviations, errors...)."""
     import click
 
     from .common import engine_options, gnu_command_class
@@ -437,11 +437,37 @@ def run_hash(files: Sequence[str], *, algorithm: str = DEFAULT_ALGORITHM,
     run_main(reporter, body)
 
 
+def _fast_options() -> Dict[str, Tuple[str, Any]]:
+    algorithm = ("algorithm", Takes(tuple(ALGORITHMS)))
+    length = ("length*", Takes())
+    flags = {"binary": ("mode", "binary"), "text": ("mode", "text"),
+             "check": ("check", True), "zero": ("zero", True),
+             "warn": ("verbosity", "warn")}
+    return {
+        "-a": algorithm, "--algorithm": algorithm, "-l": length,
+        "--length": length,
+        **{f"-{name[0]}": option for name, option in flags.items()},
+        **{f"--{name}": option for name, option in flags.items()},
+        "--tag": ("tag", True), "--ignore-missing": ("ignore_missing", True),
+        "--quiet": ("verbosity", "quiet"), "--status": ("verbosity", "status"),
+        "--strict": ("strict", True), "--direct": ("direct", True),
+        "--progress": ("progress", True), "--no-progress": ("progress", False),
+    }
+
+
+def fast_parse(argv: Sequence[str]) -> Optional[Dict[str, Any]]:
+    """run_hash's arguments for ``argv``, as Click would give them, or None
+    when Click must parse it (--help, abbreviations, errors...)."""
+    parsed = common_fast_parse(argv, _fast_options())
+    if parsed is None:
+        return None
+    operands, found, settings = parsed
+    return dict(found, files=operands, settings=settings)
+
+
 def main() -> None:
     """Entry point of the ``uring-hash`` script."""
-    pre = stats_options(sys.argv[1:])
-    parsed = short_flags(pre[0]) if pre is not None else None
-    if pre is not None and parsed is not None:
-        # exits; no other options: skips importing Click
-        run_hash(parsed[0], settings=pre[1])
+    parsed = fast_parse(sys.argv[1:])
+    if parsed is not None:
+        run_hash(**parsed)   # exits; skips Click
     COMMAND.main(PROG)

@@ -230,6 +230,34 @@ def test_plain_hash_keeps_heavy_modules_off_start_up(tmp_path: Path,
                           "-a": f"MD5 (f) = {md5}\n"}[argv[0]].encode()
 
 
+@pytest.mark.parametrize("argv", [["cat", "--number", "f"], ["hash", "-c", "SUMS"],
+                                  ["cp", "--archive", "f", "g"]])
+def test_group_subcommands_keep_heavy_modules_off_start_up(
+        tmp_path: Path, argv: list) -> None:
+    """``uringtools cat|cp|hash ...`` (and ``python -m uringtools``) take
+    the subcommand's own parse too: no Click, and the same result."""
+    import hashlib
+    write(tmp_path / "f", b"a\nb\n")
+    digest = hashlib.sha256(b"a\nb\n").hexdigest()
+    write(tmp_path / "SUMS", f"{digest}  f\n".encode())
+    *argv0, prefix = _without_site()
+    code = (prefix + f"sys.argv = ['uringtools', *{argv!r}]\n"
+            "from uringtools.cli import main\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code\n"
+            "sys.stdout.flush()\n"
+            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules"
+            " and m not in BEFORE), file=sys.stderr)\n")
+    res = run([*argv0, code], cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.decode().strip().splitlines()[-1] == "[]"
+    assert res.stdout == {"cat": b"     1\ta\n     2\tb\n", "hash": b"f: OK\n",
+                          "cp": b""}[argv[0]]
+    if argv[0] == "cp":
+        assert (tmp_path / "g").read_bytes() == b"a\nb\n"
+    slow = run([sys.executable, "-m", "uringtools", argv[0], "--help"])
+    assert slow.returncode == 0 and b"Usage:" in slow.stdout   # Click's
+
+
 @pytest.mark.parametrize("argv", [["f", "g"], ["-r", "d", "e"], ["-a", "d", "e"],
                                   ["--archive", "--reflink=auto", "d", "e"],
                                   ["--sparse=always", "-t", "d", "f"]])

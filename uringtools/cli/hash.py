@@ -465,9 +465,15 @@ def fast_parse(argv: Sequence[str]) -> Optional[Dict[str, Any]]:
     return dict(found, files=operands, settings=settings)
 
 
+def run_fast(argv: Sequence[str]) -> None:
+    """Run uring-hash on ``argv`` if :func:`fast_parse` can read it (and
+    exit); else return, for Click to parse it."""
+    parsed = fast_parse(argv)
+    if parsed is not None:
+        run_hash(**parsed)
+
+
 def main() -> None:
     """Entry point of the ``uring-hash`` script."""
-    parsed = fast_parse(sys.argv[1:])
-    if parsed is not None:
-        run_hash(**parsed)   # exits; skips Click
+    run_fast(sys.argv[1:])   # exits; skips Click
     COMMAND.main(PROG)

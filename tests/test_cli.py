@@ -364,10 +364,11 @@ def _run_keywords(module: Any, argv: list, fast: bool,
     if fast:
         seen.update(module.fast_parse(argv))
     else:
-        monkeypatch.setattr(module, name, lambda *a, **kw: seen.update(
-            signature.bind(*a, **kw).arguments))
-        module._build_command().main(argv, prog_name=f"uring-{name[4:]}",
-                                     standalone_mode=False)
+        with monkeypatch.context() as patch:
+            patch.setattr(module, name, lambda *a, **kw: seen.update(
+                signature.bind(*a, **kw).arguments))
+            module._build_command().main(argv, prog_name=f"uring-{name[4:]}",
+                                         standalone_mode=False)
     bound = signature.bind(**seen)
     bound.apply_defaults()
     out = {}
@@ -411,6 +412,70 @@ def test_click_parses_the_rest(command: str, argv: list,
     monkeypatch.delenv("POSIXLY_CORRECT", raising=False)
     module = importlib.import_module(f"uringtools.cli.{command}")
     assert module.fast_parse(argv) is None
+
+
+#: tokens random command lines are made of: options in full, abbreviated,
+#: bundled, with good and bad values, operands that look like values
+TOKENS = {
+    "common": ["a", "b", "-", "--", "--stats", "--stats-format", "json", "xml",
+               "--stats-format=table", "--engine", "sync", "uring", "--engine=x",
+               "--block-size", "64K", "12", "--block-size=1M", "--queue-depth",
+               "3", "0", "--queue-depth=9", "--direct", "--dir", "--help", "-x",
+               "--stats=1"],
+    "cat": ["-n", "-b", "-A", "-et", "-vET", "-su", "-nx", "--number", "--numb",
+            "--show-all", "--show-tabs", "--squeeze-blank", "--splice",
+            "--no-splice", "--number=1"],
+    "cp": ["-a", "-L", "-P", "-r", "-R", "-f", "-n", "-u", "-p", "-v", "-T",
+           "-t", "-td", "-rvt", "d", "-aLP", "--archive", "--dereference",
+           "--no-dereference", "--preserve", "--preserve=mode", "--reflink",
+           "--reflink=never", "--reflink=al", "never", "--sparse", "always",
+           "--sparse=auto", "--target-directory", "--target-directory=d",
+           "--no-target-directory", "--verbose", "--verb", "--fsync",
+           "--progress", "--no-progress", "--recursive", "--force"],
+    "hash": ["-c", "-w", "-b", "-t", "-z", "-a", "md5", "SHA1", "-asha1",
+             "blake2b", "-l", "256", "-l8", "--length", "--length=16", "--check",
+             "--chec", "--quiet", "--status", "--warn", "--strict", "--tag",
+             "--zero", "--binary", "--text", "--ignore-missing",
+             "--algorithm", "--algorithm=blake2s", "-cz", "--progress"],
+}
+
+
+@pytest.mark.parametrize("command", ["cat", "cp", "hash"])
+def test_fast_parse_never_disagrees_with_click(command: str) -> None:
+    """Random command lines: whenever a command parses one itself, Click
+    accepts it too and gives run_* the same arguments."""
+    import importlib
+
+    from hypothesis import HealthCheck, given, settings, strategies as st
+
+    import click
+
+    module = importlib.import_module(f"uringtools.cli.{command}")
+    tokens = TOKENS["common"] + TOKENS[command]
+    patch = pytest.MonkeyPatch()
+
+    @settings(max_examples=600, deadline=None,
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(argv=st.lists(st.sampled_from(tokens), max_size=7),
+           posix=st.booleans())
+    def check(argv: list, posix: bool) -> None:
+        if posix:
+            patch.setenv("POSIXLY_CORRECT", "1")
+        else:
+            patch.delenv("POSIXLY_CORRECT", raising=False)
+        if module.fast_parse(argv) is None:
+            return
+        fast = _run_keywords(module, argv, True, patch)
+        try:
+            slow = _run_keywords(module, argv, False, patch)
+        except click.ClickException as exc:
+            raise AssertionError(f"{argv}: Click refuses it: {exc}") from None
+        assert fast == slow, argv
+
+    try:
+        check()
+    finally:
+        patch.undo()
 
 
 @pytest.mark.parametrize("prog", ["uring-cat", "uring-cp", "uring-hash"])

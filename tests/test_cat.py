@@ -517,6 +517,19 @@ def test_long_option_abbreviations(tmp_path: Path, args: list) -> None:
     assert res.returncode == (1 if "--num" in args else 0)
 
 
+@pytest.mark.parametrize("args", [
+    ["-u-", "f"], ["-n-", "f"], ["--nu=1", "f"], ["--squeeze-b=", "f"]])
+def test_bad_options_like_gnu(tmp_path: Path, args: list) -> None:
+    """getopt's messages: a '-' in a bundle is an invalid option -- '-'
+    (not an unrecognized '--'); an ambiguous prefix is named as given,
+    with its =VALUE."""
+    write(tmp_path / "f", b"a\n")
+    ours, gnu = run_cat(args, cwd=tmp_path), gnu_cat(args, cwd=tmp_path)
+    assert ours.returncode == gnu.returncode == 1
+    assert ours.stderr == gnu_stderr(gnu.stderr).replace(
+        b"'cat --help'", b"'uring-cat --help'")
+
+
 @pytest.mark.parametrize("engine_opt", [None, "sync"])
 @pytest.mark.parametrize("args", [
     ["f", "-n"], ["-n", "f", "-s", "g"], ["-s", "-", "-E"],

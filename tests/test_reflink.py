@@ -307,12 +307,14 @@ def test_unreadable_file_in_a_cloned_tree_as_nobody(place: Path,
     ["--reflink=", "a", "b"], ["--sparse=bogus", "a", "b"],
     ["--sparse=al", "a", "b"], ["--reflink=al", "--sparse=never", "a", "b"],
     ["--reflink", "--sparse=always", "a", "b"], ["--reflink=nev", "a", "b"],
-    ["-t", "--reflink", "a"],
+    ["-t", "--reflink", "a"], ["--reflink=-v", "a", "b"],
+    ["--reflink=--", "a", "b"], ["--refl=-T", "a", "b"],
 ])
 def test_reflink_arguments_like_gnu(tmp_path: Path, args: List[str]) -> None:
     """GNU's argmatch: unique prefixes, its messages for ambiguous and
     invalid words; --reflink alone is always, never takes the next word;
-    always wants --sparse=auto."""
+    always wants --sparse=auto. A value that looks like an option is a bad
+    value (Click read --reflink=-v as --reflink -v)."""
     (tmp_path / "a").write_bytes(b"x\n")
     got = {}
     for who, argv in (("gnu", ["cp"]), ("ours", [URING_CP])):

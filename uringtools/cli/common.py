@@ -103,10 +103,12 @@ def click_main(command: Any, prog: str) -> None:
         where = exc.ctx.command_path if exc.ctx is not None else prog
         name = getattr(exc, "option_name", None) or ""
         text = exc.format_message()
-        if isinstance(exc, click.NoSuchOption) and name.startswith("--"):
+        # "--": a '-' in a bundle (-u-), as GNU's invalid option -- '-'
+        if isinstance(exc, click.NoSuchOption) and name.startswith("--") \
+                and name != "--":
             line = f"unrecognized option '{name}'"
         elif isinstance(exc, click.NoSuchOption) and name:
-            line = f"invalid option -- '{name.lstrip('-')}'"
+            line = f"invalid option -- '{name[1:]}'"
         elif isinstance(exc, click.BadOptionUsage) and "requires an argument" in text:
             line = (f"option '{name}' requires an argument" if name.startswith("--")
                     else f"option requires an argument -- '{name.lstrip('-')}'")
@@ -185,9 +187,9 @@ def expand_long_options(args: Sequence[str], longs: Dict[str, Any],
                 if len(found) == 1:
                     name = found[0]
                     arg = f"--{name}{eq}{value}"
-                elif found and name:
+                elif found and (name or eq):    # GNU names all of --=x
                     raise ValueError(
-                        f"option '--{name}' is ambiguous; possibilities:"
+                        f"option '{arg}' is ambiguous; possibilities:"
                         + "".join(f" '--{full}'" for full in found))
             kind = longs.get(name)
             if isinstance(kind, str) and not eq:
@@ -238,7 +240,17 @@ def gnu_command_class() -> Any:
                 args = expand_long_options(args, longs, posix, shorts)
             except ValueError as exc:
                 raise click.UsageError(str(exc), ctx) from None
-            return super().parse_args(ctx, args)
+            # each optional value is now given (--reflink=always): else
+            # Click reads --reflink=-v as a bare --reflink, then -v
+            optional = [param for param in self.get_params(ctx)
+                        if getattr(param, "_flag_needs_value", False)]
+            for param in optional:
+                param._flag_needs_value = False
+            try:
+                return super().parse_args(ctx, args)
+            finally:
+                for param in optional:
+                    param._flag_needs_value = True
 
     _GNU_COMMAND = GnuCommand
     return GnuCommand

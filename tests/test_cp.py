@@ -373,6 +373,8 @@ MESSAGE_CASES = [
     ["-T", "a", "d"],
     ["-t", "a", "b"],
     ["-t", "nonexist", "a"],
+    ["-t", "d", "-t", "d", "a"],            # GNU refuses a second -t
+    ["-t", "d", "--target-dir=d2", "a"],    # (through Click too)
     ["nope1", "a", "d"],
     ["it's", "it's"],
     ["a b", "a b"],

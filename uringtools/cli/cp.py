@@ -7,7 +7,7 @@ import os
 import sys
 TYPE_CHECKING = False  # typing costs ~13 ms of start-up: annotations only
 if TYPE_CHECKING:
-    from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+    from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 from ..copy import DEFAULT_BLOCK_SIZE, CopyOptions, quote
 from ..stats import Stats
@@ -137,7 +137,7 @@ def _build_command() -> Any:
                        "filesystem can, always (clone or fail, also as "
                        "--reflink alone), never")
     @click.option("-t", "--target-directory", metavar="DIRECTORY",
-                  help="copy all SOURCE arguments into DIRECTORY")
+                  multiple=True, help="copy all SOURCE arguments into DIRECTORY")
     @click.option("-T", "--no-target-directory", is_flag=True,
                   help="treat DEST as a normal file")
     @click.option("-v", "--verbose", is_flag=True,
@@ -161,7 +161,7 @@ def _build_command() -> Any:
                    force: bool, no_clobber: bool, update: bool,
                    preserve: bool,
                    preserve_long: bool, recursive: bool, sparse: str,
-                   target_directory: Optional[str], no_target_directory: bool,
+                   target_directory: Tuple[str, ...], no_target_directory: bool,
                    verbose: bool, fsync: bool, direct: bool,
                    splice: Optional[bool], progress: Optional[bool],
                    reflink: str, settings: Settings) -> None:
@@ -195,14 +195,23 @@ def run_cp(operands: Sequence[str], *, archive: bool = False,
            no_clobber: bool = False, update: bool = False,
            preserve: bool = False,
            preserve_long: bool = False, recursive: bool = False,
-           sparse: str = "auto", target_directory: Optional[str] = None,
+           sparse: str = "auto",
+           target_directory: Union[None, str, Sequence[str]] = None,
            no_target_directory: bool = False, verbose: bool = False,
            fsync: bool = False, progress: Optional[bool] = None,
            settings: Optional[Settings] = None, direct: bool = False,
            splice: Optional[bool] = None, reflink: str = "auto") -> None:
-    """Run uring-cp with parsed options; exits with GNU's status."""
+    """Run uring-cp with parsed options; exits with GNU's status.
+
+    ``target_directory``: one -t DIRECTORY, or each one given, in order
+    (GNU refuses a second one, even the same)."""
     settings = settings if settings is not None else Settings()
     reporter = Reporter(PROG)
+    if not isinstance(target_directory, str):
+        targets = tuple(target_directory or ())
+        if len(targets) > 1:   # as GNU, while reading the options
+            reporter.fail("multiple target directories specified")
+        target_directory = targets[0] if targets else None
     guard_std_fds()
 
     def body() -> int:
@@ -304,7 +313,7 @@ def _links(deref_seq: Sequence[str]) -> Dict[str, Any]:
 def _fast_options() -> Dict[str, Tuple[str, Any]]:
     from ..reflink import MODES
 
-    target = ("target_directory", Takes())
+    target = ("target_directory*", Takes())
     flags = {"archive": ("links*", "a"), "force": ("force", True),
              "dereference": ("links*", "L"), "no-clobber": ("no_clobber", True),
              "update": ("update", True), "recursive": ("recursive", True),

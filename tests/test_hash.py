@@ -110,6 +110,14 @@ def test_b2sum_length_and_tag(data: Path) -> None:
     assert o.returncode == 1 and b"--length" in o.stderr
 
 
+@pytest.mark.parametrize("length", ["0" * 5000 + "8", " +" + "0" * 5000,
+                                    "1" + "0" * 5000, "18446744073709551616"])
+def test_b2sum_length_of_many_digits(data: Path, length: str) -> None:
+    """xdectoumax reads any number of digits: leading zeros are free, too
+    many is EOVERFLOW (int() refuses over 4300 digits: a traceback)."""
+    same("b2sum", ["-l", length, "s1"], data, ours_args=["-a", "blake2b"])
+
+
 def test_binary_text_zero(data: Path) -> None:
     for args in (["-b"], ["-t"], ["-z"], ["-z", "--tag"], ["-b", "--tag"],
                  ["-b", "-t"], ["-t", "-b"]):

@@ -247,13 +247,16 @@ def _build_command() -> Any:
     @click.option("-l", "--length", "length", multiple=True, metavar="BITS",
                   help="digest length in bits for blake2b/blake2s; a multiple "
                        "of 8, at most 512 (blake2b) or 256 (blake2s)")
-    @click.option("-b", "--binary", "mode", flag_value="binary",
+    # -b, -t and --tag in command-line order: --tag means -b too, and
+    # the last of the three decides whether --tag meets --text, as in GNU
+    @click.option("-b", "--binary", "modes", flag_value="binary", multiple=True,
                   help="read in binary mode (output 'HEX *NAME')")
-    @click.option("-t", "--text", "mode", flag_value="text",
+    @click.option("-t", "--text", "modes", flag_value="text", multiple=True,
                   help="read in text mode (the default)")
     @click.option("-c", "--check", is_flag=True,
                   help="read checksums from the FILEs and check them")
-    @click.option("--tag", is_flag=True, help="create a BSD-style checksum")
+    @click.option("--tag", "modes", flag_value="tag", multiple=True,
+                  help="create a BSD-style checksum")
     @click.option("-z", "--zero", is_flag=True,
                   help="end each output line with NUL, not newline, and "
                        "disable file name escaping")
@@ -275,16 +278,16 @@ def _build_command() -> Any:
     @click.argument("files", nargs=-1)
     @engine_options(block_size=DEFAULT_BLOCK_SIZE)
     def hash_command(files: Tuple[str, ...], algorithm: str,
-                     length: Tuple[str, ...], mode: Optional[str], check: bool,
-                     tag: bool, zero: bool, ignore_missing: bool,
+                     length: Tuple[str, ...], modes: Tuple[str, ...],
+                     check: bool, zero: bool, ignore_missing: bool,
                      verbosity: Optional[str], strict: bool, direct: bool,
                      progress: Optional[bool], settings: Settings) -> None:
         """Print or check checksums of FILE(s), read through io_uring.
 
         With no FILE, or when FILE is -, read standard input.
         """
-        run_hash(files, algorithm=algorithm, length=length, mode=mode,
-                 check=check, tag=tag, zero=zero,
+        run_hash(files, algorithm=algorithm, length=length, **_modes(modes),
+                 check=check, zero=zero,
                  ignore_missing=ignore_missing, verbosity=verbosity,
                  strict=strict, settings=settings, direct=direct,
                  progress=progress)
@@ -439,10 +442,18 @@ def run_hash(files: Sequence[str], *, algorithm: str = DEFAULT_ALGORITHM,
     run_main(reporter, body)
 
 
+def _modes(modes: Sequence[str]) -> Dict[str, Any]:
+    """run_hash's mode and tag from -b, -t and --tag in command-line
+    order: --tag is -b too (GNU: ``--text --tag`` is fine, ``--tag
+    --text`` is refused)."""
+    last = modes[-1] if modes else None
+    return {"mode": "binary" if last == "tag" else last, "tag": "tag" in modes}
+
+
 def _fast_options() -> Dict[str, Tuple[str, Any]]:
     algorithm = ("algorithm", Takes(tuple(ALGORITHMS)))
     length = ("length*", Takes())
-    flags = {"binary": ("mode", "binary"), "text": ("mode", "text"),
+    flags = {"binary": ("modes*", "binary"), "text": ("modes*", "text"),
              "check": ("check", True), "zero": ("zero", True),
              "warn": ("verbosity", "warn")}
     return {
@@ -450,7 +461,7 @@ def _fast_options() -> Dict[str, Tuple[str, Any]]:
         "--length": length,
         **{f"-{name[0]}": option for name, option in flags.items()},
         **{f"--{name}": option for name, option in flags.items()},
-        "--tag": ("tag", True), "--ignore-missing": ("ignore_missing", True),
+        "--tag": ("modes*", "tag"), "--ignore-missing": ("ignore_missing", True),
         "--quiet": ("verbosity", "quiet"), "--status": ("verbosity", "status"),
         "--strict": ("strict", True), "--direct": ("direct", True),
         "--progress": ("progress", True), "--no-progress": ("progress", False),
@@ -464,7 +475,8 @@ def fast_parse(argv: Sequence[str]) -> Optional[Dict[str, Any]]:
     if parsed is None:
         return None
     operands, found, settings = parsed
-    return dict(found, files=operands, settings=settings)
+    modes = _modes(found.pop("modes", ()))
+    return dict(found, **modes, files=operands, settings=settings)
 
 
 def run_fast(argv: Sequence[str]) -> None:

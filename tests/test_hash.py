@@ -122,7 +122,9 @@ def test_binary_text_zero(data: Path) -> None:
     for args in (["-b"], ["-t"], ["-z"], ["-z", "--tag"], ["-b", "--tag"],
                  ["-b", "-t"], ["-t", "-b"],
                  # --tag is -b too: the last of the three decides
-                 ["-t", "--tag"], ["--text", "--ta"], ["--tag", "-b", "-t"]):
+                 ["-t", "--tag"], ["--text", "--ta"], ["--tag", "-b", "-t"],
+                 # refused before the options that need -c are judged
+                 ["--tag", "-t", "-c"], ["--tag", "-t", "--quiet"]):
         same("sha256sum", [*args, "s1", "big"], data)
     o = ours(["--tag", "-t", "s1"], data)
     g = gnu("sha256sum", ["--tag", "-t", "s1"], data)

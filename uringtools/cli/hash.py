@@ -318,6 +318,8 @@ def run_hash(files: Sequence[str], *, algorithm: str = DEFAULT_ALGORITHM,
     # once all options are read, and only then the option conflicts
     bits = _check_lengths(algorithm, (length,) if isinstance(length, str)
                           else tuple(length or ()), reporter)
+    if tag and mode == "text":     # GNU's first check after the options
+        reporter.usage("--tag does not support --text mode")
     if zero and check:
         reporter.usage("the --zero option is not supported when "
                        "verifying checksums")
@@ -333,8 +335,6 @@ def run_hash(files: Sequence[str], *, algorithm: str = DEFAULT_ALGORITHM,
         if flag and not check:
             reporter.usage(f"the {name} option is meaningful only "
                            "when verifying checksums")
-    if tag and mode == "text":
-        reporter.usage("--tag does not support --text mode")
     try:
         algo = get_algorithm(algorithm, bits or None)
     except ValueError as exc:   # MissingExtra, an unknown name or length

@@ -24,8 +24,8 @@ def main(*args: Any, **kwargs: Any) -> None:
     name = sys.argv[1] if len(sys.argv) > 1 else ""
     if name in ("cat", "cp", "hash"):
         # a command line the subcommand reads itself skips Click (exits)
-        module = __import__(SUBCOMMANDS[name][0], fromlist=["run_fast"])
-        module.run_fast(sys.argv[2:])
+        module = __import__(SUBCOMMANDS[name][0], fromlist=["COMMAND"])
+        module.COMMAND.run_fast(sys.argv[2:])
     from .common import click_main
     from .group import cli
 

@@ -10,7 +10,6 @@ first use.
 from __future__ import annotations
 
 import errno
-import sys
 TYPE_CHECKING = False  # typing costs ~13 ms of start-up: annotations only
 if TYPE_CHECKING:
     from typing import Any, Dict, Optional, Sequence, Tuple
@@ -118,10 +117,6 @@ def _build_command() -> Any:
     return cat_command
 
 
-COMMAND = LazyCommand("cat_command", _build_command)
-__getattr__ = COMMAND.module_getattr
-
-
 #: GNU cat's short flags -> the CatFormat fields each one turns on
 _FLAGS = {
     "A": ("show_nonprinting", "show_ends", "show_tabs"),
@@ -162,15 +157,6 @@ def fast_parse(argv: Sequence[str]) -> Optional[Dict[str, Any]]:
                 direct=found.get("direct", False))
 
 
-def run_fast(argv: Sequence[str]) -> None:
-    """Run uring-cat on ``argv`` if :func:`fast_parse` can read it (and
-    exit); else return, for Click to parse it."""
-    parsed = fast_parse(argv)
-    if parsed is not None:
-        run_cat(**parsed)
-
-
-def main() -> None:
-    """Entry point of the ``uring-cat`` script."""
-    run_fast(sys.argv[1:])   # exits; skips Click
-    COMMAND.main(PROG)
+COMMAND = LazyCommand("cat_command", _build_command, PROG, fast_parse, run_cat)
+__getattr__ = COMMAND.module_getattr
+main = COMMAND.main   # the entry point of ``uring-cat``

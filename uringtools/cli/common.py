@@ -52,23 +52,28 @@ def parse_size(text: str) -> int:
 
 
 class LazyCommand:
-    """A command's Click object, built on first use, so that a command line
-    the command parses itself (``uring-cat FILE``) never imports Click.
+    """A command: its own parse of the command lines it can read, and its
+    Click object, built on first use for the rest (--help, abbreviations,
+    errors), so that ``uring-cat FILE`` never imports Click.
 
-    A command module makes one from a function that imports Click and
-    builds the command, then exports it both ways::
+    A command module makes one at its end, from a function that imports
+    Click and builds the command, its fast_parse (argv -> the keyword
+    arguments of its run function, or None) and that run function::
 
-        COMMAND = LazyCommand("cp_command", _build_command)
+        COMMAND = LazyCommand("cp_command", _build_command, PROG,
+                              fast_parse, run_cp)
         __getattr__ = COMMAND.module_getattr   # cli.SUBCOMMANDS: cp_command
-
-        def main() -> None:
-            ...                                # the fast path, which exits
-            COMMAND.main(PROG)                 # everything else: Click
+        main = COMMAND.main                    # the entry point
     """
 
-    def __init__(self, attr: str, build: Callable[[], Any]) -> None:
+    def __init__(self, attr: str, build: Callable[[], Any], prog: str,
+                 fast_parse: Callable[[Sequence[str]], Optional[Dict[str, Any]]],
+                 run: Callable[..., None]) -> None:
         self.attr = attr
+        self.prog = prog
         self._build = build
+        self._fast_parse = fast_parse
+        self._run = run
         self._command: Optional[Any] = None
 
     def get(self) -> Any:
@@ -84,9 +89,18 @@ class LazyCommand:
             return self.get()
         raise AttributeError(name)
 
-    def main(self, prog: str) -> None:
-        """Parse ``sys.argv`` with Click and run the command."""
-        click_main(self.get(), prog)
+    def run_fast(self, argv: Sequence[str]) -> None:
+        """Run the command on ``argv`` if its own parse reads it (and exit);
+        else return, for Click to parse it."""
+        parsed = self._fast_parse(argv)
+        if parsed is not None:
+            self._run(**parsed)
+
+    def main(self) -> None:
+        """The entry point: run on ``sys.argv``, parsed by the command
+        itself when it can, else by Click."""
+        self.run_fast(sys.argv[1:])
+        click_main(self.get(), self.prog)
 
 
 def click_main(command: Any, prog: str) -> None:
@@ -245,12 +259,12 @@ def gnu_command_class() -> Any:
             optional = [param for param in self.get_params(ctx)
                         if getattr(param, "_flag_needs_value", False)]
             for param in optional:
-                param._flag_needs_value = False
+                setattr(param, "_flag_needs_value", False)
             try:
                 return super().parse_args(ctx, args)
             finally:
                 for param in optional:
-                    param._flag_needs_value = True
+                    setattr(param, "_flag_needs_value", True)
 
     _GNU_COMMAND = GnuCommand
     return GnuCommand
@@ -362,13 +376,14 @@ def fast_parse(argv: Sequence[str], options: Dict[str, Tuple[str, Any]],
                     operands.extend(rest)
                 continue
             if arg[:2] == "--":
-                name, eq, value = arg.partition("=")
+                name, eq, given = arg.partition("=")
                 key, action = options.get(name) or ENGINE_OPTIONS[name]
                 if type(action) is not Takes:
                     if eq:
                         raise _Bad   # a flag given a value
                     store(key, action)
                     continue
+                value: Optional[str] = given
                 if not eq:
                     value = action.bare if action.bare is not None \
                         else next(rest, None)

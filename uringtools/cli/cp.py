@@ -4,7 +4,6 @@ nothing is lost when a copy fails or is interrupted."""
 from __future__ import annotations
 
 import os
-import sys
 TYPE_CHECKING = False  # typing costs ~13 ms of start-up: annotations only
 if TYPE_CHECKING:
     from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
@@ -15,7 +14,7 @@ from . import common
 from .common import (LazyCommand, Reporter, Settings, Takes, emit_stats,
                      guard_std_fds, run_main, with_engine)
 from .common import fast_parse as common_fast_parse
-from .progress import open_bar, operand_bytes, wanted
+from .progress import PROGRESS_OPTIONS, open_bar, operand_bytes, wanted
 
 if TYPE_CHECKING:
     from .ui import ProgressBar
@@ -186,10 +185,6 @@ def _build_command() -> Any:
     return cp_command
 
 
-COMMAND = LazyCommand("cp_command", _build_command)
-__getattr__ = COMMAND.module_getattr
-
-
 def run_cp(operands: Sequence[str], *, archive: bool = False,
            force: bool = False, deref: Optional[str] = None,
            no_clobber: bool = False, update: bool = False,
@@ -332,7 +327,7 @@ def _fast_options() -> Dict[str, Tuple[str, Any]]:
         "--reflink": ("reflink", Takes(MODES, bare="always")),
         "--fsync": ("fsync", True), "--direct": ("direct", True),
         "--splice": ("splice", True), "--no-splice": ("splice", False),
-        "--progress": ("progress", True), "--no-progress": ("progress", False),
+        **PROGRESS_OPTIONS,
     }
 
 
@@ -347,15 +342,6 @@ def fast_parse(argv: Sequence[str]) -> Optional[Dict[str, Any]]:
     return dict(found, **links, operands=operands, settings=settings)
 
 
-def run_fast(argv: Sequence[str]) -> None:
-    """Run uring-cp on ``argv`` if :func:`fast_parse` can read it (and
-    exit); else return, for Click to parse it."""
-    parsed = fast_parse(argv)
-    if parsed is not None:
-        run_cp(**parsed)
-
-
-def main() -> None:
-    """Entry point of the ``uring-cp`` script."""
-    run_fast(sys.argv[1:])   # exits; skips Click
-    COMMAND.main(PROG)
+COMMAND = LazyCommand("cp_command", _build_command, PROG, fast_parse, run_cp)
+__getattr__ = COMMAND.module_getattr
+main = COMMAND.main   # the entry point of ``uring-cp``

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import os
-import sys
 TYPE_CHECKING = False  # typing costs ~13 ms of start-up: annotations only
 if TYPE_CHECKING:
     from typing import (Any, Callable, Dict, Generator, List, Optional,
@@ -21,7 +20,7 @@ from . import common
 from .common import (LazyCommand, Reporter, Settings, Takes, emit_stats,
                      guard_std_fds, run_main, with_engine)
 from .common import fast_parse as common_fast_parse
-from .progress import open_bar, operand_bytes, wanted
+from .progress import PROGRESS_OPTIONS, open_bar, operand_bytes, wanted
 
 if TYPE_CHECKING:
     from .ui import ProgressBar
@@ -295,10 +294,6 @@ def _build_command() -> Any:
     return hash_command
 
 
-COMMAND = LazyCommand("hash_command", _build_command)
-__getattr__ = COMMAND.module_getattr
-
-
 def run_hash(files: Sequence[str], *, algorithm: str = DEFAULT_ALGORITHM,
              length: Union[None, str, Sequence[str]] = None,
              mode: Optional[str] = None,
@@ -464,7 +459,7 @@ def _fast_options() -> Dict[str, Tuple[str, Any]]:
         "--tag": ("modes*", "tag"), "--ignore-missing": ("ignore_missing", True),
         "--quiet": ("verbosity", "quiet"), "--status": ("verbosity", "status"),
         "--strict": ("strict", True), "--direct": ("direct", True),
-        "--progress": ("progress", True), "--no-progress": ("progress", False),
+        **PROGRESS_OPTIONS,
     }
 
 
@@ -479,15 +474,6 @@ def fast_parse(argv: Sequence[str]) -> Optional[Dict[str, Any]]:
     return dict(found, **modes, files=operands, settings=settings)
 
 
-def run_fast(argv: Sequence[str]) -> None:
-    """Run uring-hash on ``argv`` if :func:`fast_parse` can read it (and
-    exit); else return, for Click to parse it."""
-    parsed = fast_parse(argv)
-    if parsed is not None:
-        run_hash(**parsed)
-
-
-def main() -> None:
-    """Entry point of the ``uring-hash`` script."""
-    run_fast(sys.argv[1:])   # exits; skips Click
-    COMMAND.main(PROG)
+COMMAND = LazyCommand("hash_command", _build_command, PROG, fast_parse, run_hash)
+__getattr__ = COMMAND.module_getattr
+main = COMMAND.main   # the entry point of ``uring-hash``

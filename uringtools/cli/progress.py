@@ -27,6 +27,11 @@ def progress_option(func: Callable[..., Any]) -> Callable[..., Any]:
              "for large jobs]")(func)
 
 
+#: the same, for the commands' own parse (common.fast_parse)
+PROGRESS_OPTIONS = {"--progress": ("progress", True),
+                    "--no-progress": ("progress", False)}
+
+
 def operand_bytes(names: Iterable[str]) -> int:
     """The total size of the regular files among ``names`` (others count 0)."""
     total = 0

@@ -304,7 +304,9 @@ def test_stats_json(data: Path) -> None:
         size = sum((data / n).stat().st_size for n in ("big", "s1", f"s{BS}"))
         assert stats["bytes_read"] == size
         assert stats["extra"]["digest_bytes"] == size
-        assert stats["extra"]["digest_threads"] == min(3, os.cpu_count() or 1)
+        # the two large files on two digest threads, s1 on the calling one
+        assert stats["extra"]["digest_threads"] == (
+            3 if (os.cpu_count() or 1) > 1 else 1)
         assert stats["extra"]["digest_bytes_per_s"] > 0
         assert stats["files"] == 3
         if engine == "uring":
@@ -351,7 +353,9 @@ def test_library_threads_and_stats(data: Path) -> None:
             assert r.digest == hashlib.sha1(Path(r.name).read_bytes()).hexdigest()
         assert results[-1].digest is None
         assert isinstance(results[-1].error, FileNotFoundError)
-        assert stats.extra["digest_threads"] == 2
+        # the large files on the two threads, the small ones (and the
+        # missing one) on the calling thread
+        assert stats.extra["digest_threads"] == 3
         assert stats.errors == 1
 
 
@@ -605,3 +609,77 @@ def test_closed_stdin_operand_in_its_turn(tmp_path: Path) -> None:
                            timeout=60)
         assert o.stdout == g.stdout.replace(b"sha256sum:", b"uring-hash:"), args
         assert o.returncode == g.returncode == 1
+
+
+# -- many small files ---------------------------------------------------------
+
+def test_small_files_on_the_calling_thread_by_read(tmp_path: Path) -> None:
+    """Files under one block are read with read(2) on the calling thread
+    (the ring's bookkeeping and a hand-over between threads cost more than
+    their digest); large ones still go to the digest threads. The digests
+    are sha256sum's, and --stats counts what was done."""
+    names = []
+    for i in range(40):
+        names.append(f"s{i}")
+        (tmp_path / f"s{i}").write_bytes(os.urandom(i * 997))
+    for i in range(2):
+        names.append(f"b{i}")
+        (tmp_path / f"b{i}").write_bytes(os.urandom(3 * BS + i))
+    for engine in ("uring", "sync"):
+        o = ours(["--engine", engine, "--stats-format", "json", *names], tmp_path)
+        g = gnu("sha256sum", names, tmp_path)
+        assert o.returncode == g.returncode == 0, o.stderr
+        assert o.stdout == g.stdout
+        stats = json.loads(o.stderr.decode().strip().splitlines()[-1])
+        assert stats["files"] == 42
+        assert stats["bytes_read"] == sum((tmp_path / n).stat().st_size
+                                          for n in names)
+        assert stats["extra"]["digest_threads"] == (
+            3 if (os.cpu_count() or 1) > 1 else 1)
+        if engine == "uring":
+            # s0 is empty: the ring reads it (a file claiming size 0 may
+            # still have data); the other 39 small ones by read(2)
+            assert stats["extra"]["files_read_by_syscalls"] == 39
+            assert stats["ops"].get("read_fixed", 0) + stats["ops"].get("read", 0) > 0
+
+
+def test_check_mode_stats_count_the_digest_threads(tmp_path: Path) -> None:
+    """-c runs the results to their end, so the digest threads' counters
+    are merged into --stats (they were lost: 0 SQEs, 0 threads)."""
+    for i in range(2):
+        (tmp_path / f"b{i}").write_bytes(os.urandom(2 * BS + i))
+    (tmp_path / "s").write_bytes(b"small\n")
+    sums = gnu("sha256sum", ["b0", "s", "b1"], tmp_path).stdout
+    (tmp_path / "SUMS").write_bytes(sums)
+    o = ours(["--stats-format", "json", "-c", "SUMS"], tmp_path)
+    assert o.returncode == 0, o.stderr
+    assert o.stdout == b"b0: OK\ns: OK\nb1: OK\n"
+    stats = json.loads(o.stderr.decode().strip().splitlines()[-1])
+    assert stats["files"] == 3
+    assert stats["bytes_read"] == 2 * (2 * BS) + 1 + 6
+    assert stats["sqes"] > 0 and stats["enters"] > 0
+    assert stats["extra"]["digest_threads"] == (3 if (os.cpu_count() or 1) > 1 else 1)
+
+
+@pytest.mark.parametrize("args", ["a nope b", "-c SUMS", "-c --quiet SUMS"])
+def test_buffered_stdout_interleaves_with_errors_as_gnu(tmp_path: Path,
+                                                        args: str) -> None:
+    """Digest lines are buffered as stdio buffers them, and written out
+    before each message on stderr: with both on one pipe, the order is
+    GNU's."""
+    lines = []
+    for i in range(300):
+        name = f"f{i:03}"
+        (tmp_path / name).write_bytes(f"{i}\n".encode())
+        lines.append(name)
+    sums = gnu("sha256sum", lines, tmp_path).stdout.splitlines(keepends=True)
+    sums.insert(150, b"0" * 64 + b"  missing\n")
+    sums.insert(200, b"not a line\n")
+    (tmp_path / "SUMS").write_bytes(b"".join(sums))
+    argv = args.replace("a nope b", " ".join(lines[:100] + ["nope"] + lines[100:]))
+    o = subprocess.run(["sh", "-c", f"{' '.join(UH)} {argv} 2>&1"], cwd=tmp_path,
+                       capture_output=True, env=ENV, timeout=120)
+    g = subprocess.run(["sh", "-c", f"sha256sum {argv} 2>&1"], cwd=tmp_path,
+                       capture_output=True, env=ENV, timeout=120)
+    assert o.returncode == g.returncode != 0
+    assert o.stdout == g.stdout.replace(b"sha256sum", b"uring-hash")

@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     from typing import Optional, Tuple
 
 _WHITE = b" \t"
-_HEX = frozenset(b"0123456789abcdefABCDEF")
+_HEX_DIGITS = b"0123456789abcdefABCDEF"
+_HEX = frozenset(_HEX_DIGITS)
 
 
 # -- output -----------------------------------------------------------------
@@ -119,7 +120,8 @@ def _name_field(data: bytes, escaped: bool) -> Optional[bytes]:
 
 
 def _is_hex(data: bytes) -> bool:
-    return bool(data) and all(c in _HEX for c in data)
+    # translate() deletes in C: a per-byte loop cost ~15 us a check line
+    return bool(data) and not data.translate(None, _HEX_DIGITS)
 
 
 _C_SPACE = b" \t\n\v\f\r"

@@ -484,6 +484,9 @@ class Reporter:
     def __init__(self, prog: str) -> None:
         self.prog = prog
         self.status = 0
+        #: called before each message: stdout buffered as stdio buffers
+        #: it is written out first, as GNU's error() flushes stdout
+        self.before_say: Optional[Callable[[], None]] = None
 
     def error(self, name: Optional[str], reason: str) -> None:
         """``prog: NAME: reason`` (or ``prog: reason``); the status becomes 1."""
@@ -492,6 +495,8 @@ class Reporter:
 
     def say(self, message: str) -> None:
         """Print ``prog: message`` on stderr without changing the status."""
+        if self.before_say is not None:
+            self.before_say()
         write_stderr(f"{self.prog}: {message}\n")
 
     def usage(self, message: str) -> NoReturn:

@@ -16,7 +16,7 @@ from typing import Optional
 import pytest
 
 from conftest import (NOBODY, as_nobody, assert_like_gnu, cat_cmd, gnu_cat, gnu_stderr,
-                      no_traceback, run, run_cat, sh, write)
+                      no_traceback, run, run_cat, sh, stats_json, write)
 
 BS = 4096
 SIZES = [0, 1, BS - 1, BS, BS + 1, 3 * BS, 9 * BS - 1]
@@ -542,3 +542,29 @@ def test_posixly_correct_options_end_at_first_operand(
     from conftest import ENV
     assert_like_gnu(args, engine=engine_opt, cwd=tmp_path, input=b"in\n",
                     env=dict(ENV, POSIXLY_CORRECT="1"))
+
+
+@pytest.mark.parametrize("flags", [[], ["-n"], ["-A"]])
+def test_small_files_by_syscalls_among_large_ones(tmp_path: Path,
+                                                  flags: list) -> None:
+    """A regular file under one block is copied with read(2) and write(2)
+    (the ring's work per file costs more), a large one through the ring:
+    mixed in one run, and into a pipe or a file, the bytes are GNU's, and
+    -n's numbering runs on across both paths."""
+    names = []
+    for i, size in enumerate([0, 1, 5000, 300000, 17, 131071, 131072, 2]):
+        body = b"".join(b"line %d of %d\n" % (j, i) for j in range(size // 12 + 1))
+        write(tmp_path / f"f{i}", body[:size])
+        names.append(f"f{i}")
+    res = assert_like_gnu([*flags, "--", *names], cwd=tmp_path)
+    assert res.returncode == 0
+    out = tmp_path / "out"
+    with open(out, "wb") as f:
+        ours = run_cat(["--stats-format", "json", *flags, *names], cwd=tmp_path,
+                       stdout=f)
+    assert ours.returncode == 0, ours.stderr
+    assert out.read_bytes() == gnu_cat([*flags, *names], cwd=tmp_path).stdout
+    extra = stats_json(ours.stderr)["extra"]
+    # 1, 5000, 17, 131071 and 2 bytes; the empty file and the large ones
+    # go through the ring
+    assert extra["files_copied_by_syscalls"] == 5

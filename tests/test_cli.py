@@ -68,14 +68,12 @@ def test_stats_json(tmp_path: Path, engine: str, size: int) -> None:
     assert stats["block_size"] == 65536 and stats["queue_depth"] == 3
     assert stats["bytes_read"] == stats["bytes_written"] == size
     if engine == "uring":
+        # one file goes through the ring whatever its size (small files
+        # are copied by read(2) and write(2) only among several)
         assert stats["sqes"] == stats["cqes"] == sum(stats["ops"].values())
+        assert stats["enters"] >= 1
         assert stats["registered_buffers"] is True
-        if 0 < size < 65536:   # one block: read(2) and write(2), no requests
-            assert stats["extra"]["files_copied_by_syscalls"] == 1
-            assert stats["enters"] == stats["sqes"] == 0
-            assert stats["syscalls"]["read"] == 2 and stats["syscalls"]["write"] == 1
-        else:
-            assert stats["enters"] >= 1
+        assert "files_copied_by_syscalls" not in stats["extra"]
     else:
         assert stats["sqes"] == stats["cqes"] == stats["enters"] == 0
 

@@ -26,11 +26,7 @@ def test_direct_bytes_equal_on_ext4(tmp_path: Path, size: int) -> None:
     assert res.returncode == 0, res.stderr
     assert out.read_bytes() == src.read_bytes()
     extra = stats_json(res.stderr)["extra"]
-    if 0 < size < 131072:   # under one block: read(2) and write(2)
-        assert extra.get("data_path") == "read/write (small files)"
-        assert extra.get("files_copied_by_syscalls") == 1
-    else:
-        assert extra.get("data_path") in ("read_fixed/write_fixed", "read/write")
+    assert extra.get("data_path") in ("read_fixed/write_fixed", "read/write")
     if extra.get("direct_files"):
         # an unaligned end (or an empty file, read as a stream) goes
         # through the cache, and the stats say so

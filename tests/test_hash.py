@@ -641,6 +641,11 @@ def test_small_files_on_the_calling_thread_by_read(tmp_path: Path) -> None:
             # still have data); the other 39 small ones by read(2)
             assert stats["extra"]["files_read_by_syscalls"] == 39
             assert stats["ops"].get("read_fixed", 0) + stats["ops"].get("read", 0) > 0
+    # one file goes through the ring whatever its size: its set-up is paid once
+    o = ours(["--stats-format", "json", "s5"], tmp_path)
+    assert o.stdout == gnu("sha256sum", ["s5"], tmp_path).stdout
+    stats = json.loads(o.stderr.decode().strip().splitlines()[-1])
+    assert "files_read_by_syscalls" not in stats["extra"] and stats["sqes"] > 0
 
 
 def test_check_mode_stats_count_the_digest_threads(tmp_path: Path) -> None:

@@ -188,6 +188,8 @@ def cat_files(names: Sequence[str], out_fd: int = 1, *, engine: str = "uring",
         copier = _UringCopier(out_fd, block_size, queue_depth, stats, formatter,
                               splice_mode(out_fd, out_st)
                               if splice and formatter is None else None)
+        # one file pays the ring's set-up once; many small ones pay per file
+        copier.small_by_syscalls = len(names) > 1
     elif engine == "sync":
         copier = _SyncCopier(out_fd, block_size, stats, formatter)
     else:
@@ -318,6 +320,9 @@ _K_WRITE = K_CALLER
 class _UringCopier(_Copier):
     """Read ahead through the ring, write in order through the ring."""
 
+    #: copy regular files under one block with read(2) and write(2)
+    small_by_syscalls = False
+
     def __init__(self, out_fd: int, block_size: int, depth: int, stats: Stats,
                  formatter: Optional[CatFormatter],
                  splice: Optional[str] = None) -> None:
@@ -375,7 +380,8 @@ class _UringCopier(_Copier):
     # -- one input --------------------------------------------------------
 
     def copy(self, inp: _Input) -> Optional[str]:
-        if stat.S_ISREG(inp.st.st_mode) and 0 < inp.st.st_size < self.block_size:
+        if (self.small_by_syscalls and stat.S_ISREG(inp.st.st_mode)
+                and 0 < inp.st.st_size < self.block_size):
             # one block: the ring's work for a file (registering it, its
             # requests and their reaping, a splice's trip through io-wq)
             # costs ~60 us, read(2) and write(2) a few

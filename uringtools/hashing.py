@@ -156,6 +156,9 @@ class _Reader:
     """Reads one file to its end into a hash object; one per thread."""
 
     stats: Stats
+    #: read regular files under one block with read(2): set when there are
+    #: several files (one file pays the ring's set-up once, many pay per file)
+    small_by_syscalls: bool = False
     digest_s: float = 0.0
     digest_bytes: int = 0
     #: open named files with O_DIRECT (--direct)
@@ -256,7 +259,8 @@ class _UringReader(_Reader):
 
     def feed(self, fd: int, st: os.stat_result, h: Any,
              cancelled: Callable[[], bool]) -> int:
-        if stat.S_ISREG(st.st_mode) and 0 < st.st_size < self.arena.slot_size:
+        if (self.small_by_syscalls and stat.S_ISREG(st.st_mode)
+                and 0 < st.st_size < self.arena.slot_size):
             # one block: nothing to read ahead, and the ring's bookkeeping
             # for a file (registering it, four reads queued, reaping) costs
             # ~90 us of Python where read(2) until EOF costs ~2 us
@@ -478,6 +482,7 @@ def hash_files(names: Sequence[str], algorithm: str = DEFAULT_ALGORITHM, *,
         if len(pooled) < len(names):
             main_reader = _make_reader(engine, block_size, queue_depth, stats,
                                        async_reads)
+            main_reader.small_by_syscalls = len(names) > 1
             main_reader.direct = direct
             main_reader.on_progress = on_progress
         if nworkers:

@@ -33,6 +33,7 @@ class Worker(threading.Thread):
                                        pool.depth, self.stats, pool.async_reads)
             self.reader.direct = pool.direct
             self.reader.on_progress = pool.on_progress
+            self.reader.small_by_syscalls = True   # a pool: several files
         except BaseException as exc:  # UringUnavailable, MemoryError, ...
             self.setup_error = exc
             self.ready.set()

@@ -12,14 +12,13 @@ from __future__ import annotations
 import errno
 TYPE_CHECKING = False  # typing costs ~13 ms of start-up: annotations only
 if TYPE_CHECKING:
-    from typing import Any, Dict, Optional, Sequence, Tuple
+    from typing import Any, Dict, List, Sequence, Tuple
 
 from ..cat import DEFAULT_BLOCK_SIZE, WriteError, cat_files
 from ..catfmt import CatFormat
 from ..stats import Stats
 from .common import (LazyCommand, Reporter, Settings, broken_pipe,
                      emit_stats, guard_std_fds, run_main, with_engine)
-from .common import fast_parse as common_fast_parse
 
 PROG = "uring-cat"
 
@@ -133,30 +132,29 @@ def cat_format(letters: str) -> CatFormat:
                         for field in _FLAGS[letter]})
 
 
-#: the command line main() parses itself (Click only for the rest)
-_FAST_OPTIONS: Dict[str, Tuple[str, Any]] = {
-    **{f"-{letter}": ("letters*", letter) for letter in _FLAGS},
-    "--show-all": ("letters*", "A"), "--number-nonblank": ("letters*", "b"),
-    "--show-ends": ("letters*", "E"), "--number": ("letters*", "n"),
-    "--squeeze-blank": ("letters*", "s"), "--show-tabs": ("letters*", "T"),
-    "--show-nonprinting": ("letters*", "v"),
-    "--splice": ("splice", True), "--no-splice": ("splice", False),
-    "--direct": ("direct", True),
-}
+def _fast_options() -> Dict[str, Tuple[str, Any]]:
+    """The options common.fast_parse reads for uring-cat (Click the rest)."""
+    return {
+        **{f"-{letter}": ("letters*", letter) for letter in _FLAGS},
+        "--show-all": ("letters*", "A"), "--number-nonblank": ("letters*", "b"),
+        "--show-ends": ("letters*", "E"), "--number": ("letters*", "n"),
+        "--squeeze-blank": ("letters*", "s"), "--show-tabs": ("letters*", "T"),
+        "--show-nonprinting": ("letters*", "v"),
+        "--splice": ("splice", True), "--no-splice": ("splice", False),
+        "--direct": ("direct", True),
+    }
 
 
-def fast_parse(argv: Sequence[str]) -> Optional[Dict[str, Any]]:
-    """run_cat's arguments for ``argv``, as Click would give them, or None
-    when Click must parse it (--help, abbreviations, errors...)."""
-    parsed = common_fast_parse(argv, _FAST_OPTIONS)
-    if parsed is None:
-        return None
-    operands, found, settings = parsed
+def _run_arguments(operands: List[str], found: Dict[str, Any],
+                   settings: Settings) -> Dict[str, Any]:
+    """run_cat's arguments from what fast_parse found."""
     return dict(files=operands, fmt=cat_format("".join(found.get("letters", ()))),
                 settings=settings, splice=found.get("splice", True),
                 direct=found.get("direct", False))
 
 
-COMMAND = LazyCommand("cat_command", _build_command, PROG, fast_parse, run_cat)
+COMMAND = LazyCommand("cat_command", _build_command, PROG, _fast_options,
+                      _run_arguments, run_cat)
 __getattr__ = COMMAND.module_getattr
+fast_parse = COMMAND.fast_parse
 main = COMMAND.main   # the entry point of ``uring-cat``

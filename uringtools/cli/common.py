@@ -57,22 +57,28 @@ class LazyCommand:
     errors), so that ``uring-cat FILE`` never imports Click.
 
     A command module makes one at its end, from a function that imports
-    Click and builds the command, its fast_parse (argv -> the keyword
-    arguments of its run function, or None) and that run function::
+    Click and builds the command, its option table for :func:`fast_parse`
+    (a function returning it), a function turning what that parse found
+    (operands, options, Settings) into the run function's keyword
+    arguments, and the run function::
 
         COMMAND = LazyCommand("cp_command", _build_command, PROG,
-                              fast_parse, run_cp)
+                              _fast_options, _run_arguments, run_cp)
         __getattr__ = COMMAND.module_getattr   # cli.SUBCOMMANDS: cp_command
+        fast_parse = COMMAND.fast_parse
         main = COMMAND.main                    # the entry point
     """
 
     def __init__(self, attr: str, build: Callable[[], Any], prog: str,
-                 fast_parse: Callable[[Sequence[str]], Optional[Dict[str, Any]]],
+                 options: Callable[[], Dict[str, Tuple[str, Any]]],
+                 arguments: Callable[[List[str], Dict[str, Any], "Settings"],
+                                     Dict[str, Any]],
                  run: Callable[..., None]) -> None:
         self.attr = attr
         self.prog = prog
         self._build = build
-        self._fast_parse = fast_parse
+        self._options = options
+        self._arguments = arguments
         self._run = run
         self._command: Optional[Any] = None
 
@@ -89,10 +95,17 @@ class LazyCommand:
             return self.get()
         raise AttributeError(name)
 
+    def fast_parse(self, argv: Sequence[str]) -> Optional[Dict[str, Any]]:
+        """The run function's arguments for ``argv``, as Click would give
+        them, or None when Click must parse it (--help, abbreviations,
+        errors...)."""
+        parsed = fast_parse(argv, self._options())
+        return None if parsed is None else self._arguments(*parsed)
+
     def run_fast(self, argv: Sequence[str]) -> None:
         """Run the command on ``argv`` if its own parse reads it (and exit);
         else return, for Click to parse it."""
-        parsed = self._fast_parse(argv)
+        parsed = self.fast_parse(argv)
         if parsed is not None:
             self._run(**parsed)
 
@@ -478,6 +491,59 @@ def engine_options(func: Optional[Callable[..., Any]] = None, *,
     return wrapper
 
 
+class StdioOut:
+    """Standard output as GNU's stdio buffers it: by line on a terminal, in
+    8 KiB blocks otherwise (a write per line costs a syscall a line). Give
+    :meth:`flush` to ``Reporter.before_say``, as GNU's error() flushes
+    stdout before its message.
+
+    A refused write (ENOSPC, EIO, EBADF after ``>&-``: fd 1 holds /dev/null
+    read-only) stops nothing: :meth:`close` reports the first, once, as
+    GNU's close_stdout does (``write error: Bad file descriptor``, status
+    1); what comes after it is dropped. A reader gone (EPIPE) is handed to
+    ``on_broken_pipe`` (which dies of SIGPIPE, or unwinds first), unless
+    SIGPIPE was ignored: then it is one more write error.
+    """
+
+    def __init__(self, on_broken_pipe: Callable[[BrokenPipeError], None],
+                 ) -> None:
+        self.on_broken_pipe = on_broken_pipe
+        self.buf = bytearray()
+        self.error: Optional[OSError] = None
+        try:
+            self.limit = 0 if os.isatty(1) else 8192
+        except OSError:
+            self.limit = 8192
+
+    def write(self, data: bytes) -> None:
+        if self.error is not None:
+            return
+        self.buf += data
+        if len(self.buf) > self.limit:
+            self.flush()
+
+    def flush(self) -> None:
+        from .. import fdio   # not on the start-up path of every command
+
+        data, self.buf = bytes(self.buf), bytearray()
+        if not data or self.error is not None:
+            return
+        try:
+            fdio.write_all(1, memoryview(data))
+        except OSError as exc:
+            if isinstance(exc, BrokenPipeError) and not SIGPIPE_IGNORED:
+                self.on_broken_pipe(exc)
+            self.error = exc
+
+    def close(self, reporter: "Reporter") -> None:
+        """Write out what is held; report the first refused write."""
+        self.flush()
+        if self.error is not None:
+            exc = self.error
+            reporter.error(None, "write error: "
+                           f"{exc.strerror or os.strerror(exc.errno or 0)}")
+
+
 class Reporter:
     """GNU-style messages on stderr and the exit status they imply."""
 
@@ -716,6 +782,7 @@ def strerror(code: int) -> str:
 
 
 __all__ = ["LazyCommand", "fast_parse", "Takes", "Settings", "engine_options",
+           "StdioOut",
            "expand_long_options", "gnu_command_class",
            "Reporter", "run_main", "with_engine", "emit_stats",
            "guard_std_fds", "die_of_signal", "broken_pipe", "stdout_failed",

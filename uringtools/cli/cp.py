@@ -3,73 +3,22 @@ nothing is lost when a copy fails or is interrupted."""
 
 from __future__ import annotations
 
-import os
 TYPE_CHECKING = False  # typing costs ~13 ms of start-up: annotations only
 if TYPE_CHECKING:
-    from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
+    from typing import (Any, Callable, Dict, List, Optional, Sequence, Tuple,
+                        Union)
 
 from ..copy import DEFAULT_BLOCK_SIZE, CopyOptions, quote
 from ..stats import Stats
 from . import common
-from .common import (LazyCommand, Reporter, Settings, Takes, emit_stats,
-                     guard_std_fds, run_main, with_engine)
-from .common import fast_parse as common_fast_parse
+from .common import (LazyCommand, Reporter, Settings, StdioOut, Takes,
+                     emit_stats, guard_std_fds, run_main, with_engine)
 from .progress import PROGRESS_OPTIONS, open_bar, operand_bytes, wanted
 
 if TYPE_CHECKING:
     from .ui import ProgressBar
 
 PROG = "uring-cp"
-
-
-class _VerboseOut:
-    """-v lines on fd 1, buffered as GNU's stdio buffers them (by line on a
-    terminal, in blocks otherwise).
-
-    A closed stdout (``>&-``: fd 1 holds /dev/null read-only) or a full disk
-    does not stop the copy; :meth:`close` reports the first error once, as
-    GNU's close_stdout does (``write error: Bad file descriptor``, status 1).
-    EPIPE raises PipeGone (the copy cleans up, then run_main dies of
-    SIGPIPE like GNU), unless SIGPIPE was ignored: then it is one more
-    write error.
-    """
-
-    def __init__(self) -> None:
-        self.buf = bytearray()
-        self.error: Optional[OSError] = None
-        try:
-            self.limit = 0 if os.isatty(1) else 8192
-        except OSError:
-            self.limit = 8192
-
-    def line(self, text: str) -> None:
-        if self.error is not None:
-            return
-        self.buf += text.encode("utf-8", "surrogateescape") + b"\n"
-        if len(self.buf) > self.limit:
-            self.flush()
-
-    def flush(self) -> None:
-        from .. import fdio
-
-        data, self.buf = bytes(self.buf), bytearray()
-        if not data or self.error is not None:
-            return
-        try:
-            fdio.write_all(1, memoryview(data))
-        except OSError as exc:
-            if isinstance(exc, BrokenPipeError) and not common.SIGPIPE_IGNORED:
-                # run_main dies of SIGPIPE like GNU, once the copy has
-                # cleaned up (PipeGone, raised once: its SIGPIPE came too)
-                common.pipe_gone()
-            self.error = exc
-
-    def close(self, reporter: Reporter) -> None:
-        self.flush()
-        if self.error is not None:
-            exc = self.error
-            reporter.error(None, "write error: "
-                           f"{exc.strerror or os.strerror(exc.errno or 0)}")
 
 
 def _build_command() -> Any:
@@ -248,20 +197,18 @@ def run_cp(operands: Sequence[str], *, archive: bool = False,
         show = wanted(progress, lambda: operand_bytes(sources))
         bar: Optional[ProgressBar] = None
         on_verbose: Optional[Callable[[str], None]] = None
-        out: Optional[_VerboseOut] = None
+        out: Optional[StdioOut] = None
         if verbose:
-            out = _VerboseOut()
-            on_verbose = out.line
+            # a reader gone: the copy cleans up, then run_main dies of
+            # SIGPIPE like GNU (PipeGone, raised once: its SIGPIPE came too)
+            out = StdioOut(lambda exc: common.pipe_gone())
+            reporter.before_say = out.flush
+            write = out.write
+            on_verbose = lambda line: write(  # noqa: E731
+                line.encode("utf-8", "surrogateescape") + b"\n")
 
         def on_error(message: str) -> None:
-            if out is not None:
-                out.flush()     # as GNU's error() flushes stdout first
             reporter.error(None, message)
-
-        def on_warning(message: str) -> None:
-            if out is not None:
-                out.flush()
-            reporter.say(message)
 
         def work(engine: str) -> bool:
             nonlocal bar
@@ -276,7 +223,7 @@ def run_cp(operands: Sequence[str], *, archive: bool = False,
                               target_directory=target_directory,
                               no_target_directory=no_target_directory,
                               stats=stats,
-                              on_error=on_error, on_warning=on_warning,
+                              on_error=on_error, on_warning=reporter.say,
                               on_verbose=on_verbose, **extra)
 
         try:
@@ -331,17 +278,15 @@ def _fast_options() -> Dict[str, Tuple[str, Any]]:
     }
 
 
-def fast_parse(argv: Sequence[str]) -> Optional[Dict[str, Any]]:
-    """run_cp's arguments for ``argv``, as Click would give them, or None
-    when Click must parse it (--help, abbreviations, errors...)."""
-    parsed = common_fast_parse(argv, _fast_options())
-    if parsed is None:
-        return None
-    operands, found, settings = parsed
+def _run_arguments(operands: List[str], found: Dict[str, Any],
+                   settings: Settings) -> Dict[str, Any]:
+    """run_cp's arguments from what fast_parse found."""
     links = _links(found.pop("links", ()))
     return dict(found, **links, operands=operands, settings=settings)
 
 
-COMMAND = LazyCommand("cp_command", _build_command, PROG, fast_parse, run_cp)
+COMMAND = LazyCommand("cp_command", _build_command, PROG, _fast_options,
+                      _run_arguments, run_cp)
 __getattr__ = COMMAND.module_getattr
+fast_parse = COMMAND.fast_parse
 main = COMMAND.main   # the entry point of ``uring-cp``

@@ -10,16 +10,13 @@ if TYPE_CHECKING:
                         Sequence, Tuple, Union)
 
 from ..records import record
-from .. import fdio
 from ..checkfile import (CheckLine, CheckParser, format_line, format_status,
                          locale_quote, quotef)
 from ..hashing import (ALGORITHMS, DEFAULT_ALGORITHM, DEFAULT_BLOCK_SIZE,
                        Algorithm, HashResult, get_algorithm, hash_files, probe)
 from ..stats import Stats
-from . import common
-from .common import (LazyCommand, Reporter, Settings, Takes, emit_stats,
-                     guard_std_fds, run_main, with_engine)
-from .common import fast_parse as common_fast_parse
+from .common import (LazyCommand, Reporter, Settings, StdioOut, Takes,
+                     emit_stats, guard_std_fds, run_main, with_engine)
 from .progress import PROGRESS_OPTIONS, open_bar, operand_bytes, wanted
 
 if TYPE_CHECKING:
@@ -34,59 +31,16 @@ if TYPE_CHECKING:
     RunHash = Callable[[List[str], List[Optional[int]]], Results]
 
 
-class _Stdout:
-    """Standard output as GNU's stdio gives it to sha256sum: buffered by
-    line on a terminal and in blocks otherwise (one write per line cost
-    ~3 us a file), written out before anything is said on stderr and at
-    exit. A refused write (ENOSPC, EIO, EBADF after ``>&-``) stops
-    nothing: it is told once at exit, by :func:`_out_status`."""
-
-    def __init__(self) -> None:
-        self.failure: Optional[OSError] = None
-        self.buf = bytearray()
-        self.limit = -1       # bytes held before a write; -1: not known yet
-
-    def reset(self) -> None:
-        self.failure = None
-        self.buf.clear()
-        try:
-            self.limit = 0 if os.isatty(1) else 8192
-        except OSError:
-            self.limit = 8192
-
-    def write(self, data: bytes) -> None:
-        if self.limit < 0:
-            self.reset()
-        self.buf += data
-        if len(self.buf) > self.limit:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.buf:
-            return
-        data = bytes(self.buf)
-        self.buf.clear()
-        try:
-            fdio.write_all(1, memoryview(data))
-        except OSError as exc:
-            if isinstance(exc, BrokenPipeError) and not common.SIGPIPE_IGNORED:
-                raise   # run_main dies of SIGPIPE, quietly
-            if self.failure is None:
-                self.failure = exc
+def _die_of_sigpipe(exc: BrokenPipeError) -> None:
+    raise exc   # run_main dies of SIGPIPE, quietly
 
 
-_STDOUT = _Stdout()
-_out = _STDOUT.write
+#: digest lines, as sha256sum's stdio buffers them (made by run_hash)
+_STDOUT = StdioOut(_die_of_sigpipe)
 
 
-def _out_status(reporter: Reporter) -> None:
-    """GNU's close_stdout at exit: ``write error`` if a line was refused.
-    GNU loses the reason but for EBADF (stdio drops the refused bytes, so
-    close(2) succeeds); we give it, as GNU cat does (test_faults.py)."""
-    _STDOUT.flush()
-    failure = _STDOUT.failure
-    if failure is not None:
-        reporter.error(None, f"write error: {failure.strerror}")
+def _out(data: bytes) -> None:
+    _STDOUT.write(data)
 
 
 class CheckOptions(record("CheckOptions",  # type: ignore[misc]
@@ -336,7 +290,8 @@ def run_hash(files: Sequence[str], *, algorithm: str = DEFAULT_ALGORITHM,
     quiet, status, warn = (verbosity == "quiet", verbosity == "status",
                            verbosity == "warn")
     reporter = Reporter(PROG)
-    _STDOUT.reset()
+    global _STDOUT
+    _STDOUT = StdioOut(_die_of_sigpipe)
     reporter.before_say = _STDOUT.flush
     # as GNU: each -l is read and checked as getopt meets it, its maximum
     # once all options are read, and only then the option conflicts
@@ -459,7 +414,10 @@ def run_hash(files: Sequence[str], *, algorithm: str = DEFAULT_ALGORITHM,
         if 0 in closed and "-" in (list(files) or ["-"]):
             # as GNU's close_stdin at exit
             reporter.error("standard input", "Bad file descriptor")
-        _out_status(reporter)
+        # GNU's close_stdout at exit. GNU loses the reason but for EBADF
+        # (stdio drops the refused bytes, so close(2) succeeds); we give
+        # it, as GNU cat does (test_faults.py)
+        _STDOUT.close(reporter)
         emit_stats(settings, stats)
         return reporter.status
 
@@ -492,17 +450,15 @@ def _fast_options() -> Dict[str, Tuple[str, Any]]:
     }
 
 
-def fast_parse(argv: Sequence[str]) -> Optional[Dict[str, Any]]:
-    """run_hash's arguments for ``argv``, as Click would give them, or None
-    when Click must parse it (--help, abbreviations, errors...)."""
-    parsed = common_fast_parse(argv, _fast_options())
-    if parsed is None:
-        return None
-    operands, found, settings = parsed
+def _run_arguments(operands: List[str], found: Dict[str, Any],
+                   settings: Settings) -> Dict[str, Any]:
+    """run_hash's arguments from what fast_parse found."""
     modes = _modes(found.pop("modes", ()))
     return dict(found, **modes, files=operands, settings=settings)
 
 
-COMMAND = LazyCommand("hash_command", _build_command, PROG, fast_parse, run_hash)
+COMMAND = LazyCommand("hash_command", _build_command, PROG, _fast_options,
+                      _run_arguments, run_hash)
 __getattr__ = COMMAND.module_getattr
+fast_parse = COMMAND.fast_parse
 main = COMMAND.main   # the entry point of ``uring-hash``

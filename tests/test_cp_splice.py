@@ -89,7 +89,10 @@ def test_spliced_copy_fault_keeps_old_destination(tmp_path: Path, spec: str,
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("spec", ["splice:eintr:3", "splice:eagain:@2",
                                   "splice:ecanceled:5", "splice:short:2",
-                                  "splice:short:@4", "splice:eagain:@5"])
+                                  # the first chain's last write (13 pairs,
+                                  # 256 KiB each and then 77 bytes: only a
+                                  # chain's tail can be shortened)
+                                  "splice:short:@26", "splice:eagain:@5"])
 def test_spliced_copy_survives_transient_faults(tmp_path: Path, spec: str,
                                                 shape: list) -> None:
     data = os.urandom((3 << 20) + 77)
@@ -99,6 +102,44 @@ def test_spliced_copy_survives_transient_faults(tmp_path: Path, spec: str,
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "dst").read_bytes() == data
     assert stats_of(res)["extra"]["faults_injected"] >= 1
+
+
+#: 64 KiB x 4: pairs of 256 KiB, chains of 16 pairs (32 splices) on two
+#: pipes; 10 MiB is three chains, the first two in flight together
+TWO_CHAINS = ["--block-size", "64K", "--queue-depth", "4"]
+
+
+@pytest.mark.parametrize("spec,message", [
+    ("splice:eio:@40", b"error writing 'dst'"),   # 2nd chain, 4th pair's write
+    ("splice:eio:@37", b"error reading 'src'"),   # 2nd chain, 3rd pair's read
+    ("splice:enospc:@2", b"error writing 'dst': No space left on device"),
+])
+def test_two_chains_in_flight_fault_keeps_old_destination(
+        tmp_path: Path, spec: str, message: bytes) -> None:
+    (tmp_path / "src").write_bytes(os.urandom(10 << 20))
+    (tmp_path / "dst").write_bytes(b"precious")
+    res = ucp(*TWO_CHAINS, "src", "dst", cwd=tmp_path,
+              env={"URINGTOOLS_FAULTS": spec})
+    assert res.returncode == 1
+    assert message in res.stderr and b"Traceback" not in res.stderr
+    assert (tmp_path / "dst").read_bytes() == b"precious"
+    assert [p.name for p in tmp_path.iterdir() if ".ucp-" in p.name] == []
+
+
+@pytest.mark.parametrize("spec", ["splice:eintr:@40", "splice:eagain:@37",
+                                  "splice:short:@64",  # the 2nd chain's tail
+                                  "splice:short:@32", "splice:ecanceled:7"])
+def test_two_chains_in_flight_survive_transient_faults(tmp_path: Path,
+                                                       spec: str) -> None:
+    data = os.urandom((10 << 20) + 5)
+    (tmp_path / "src").write_bytes(data)
+    res = ucp(*TWO_CHAINS, "src", "dst", cwd=tmp_path,
+              env={"URINGTOOLS_FAULTS": spec})
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "dst").read_bytes() == data
+    stats = stats_of(res)
+    assert stats["extra"]["faults_injected"] >= 1
+    assert stats["max_in_flight"] == 2   # one CQE per chain: two chains
 
 
 TMPFS_MAGIC = 0x01021994

@@ -147,6 +147,72 @@ def test_cat_fatal_faults(source: Path, tmp_path: Path, path, fault: str,
     assert full.startswith(res.stdout)   # (all of it when the EOF probe failed)
 
 
+#: (fault spec, what fails) in the first chain of pairs of 1 MiB: the
+#: splices are numbered read, write, read, write...
+MID_CHAIN = [("splice:eio:@5", "read"),       # the third pair's read
+             ("splice:eio:@4", "write"),      # the second pair's write
+             ("splice:enospc:@8", "write"),   # the fourth pair's write
+             ("splice:eintr:@5", None),       # retried: all of it
+             ("splice:ecanceled:@6", None)]
+
+
+@pytest.mark.parametrize("spec,fails", MID_CHAIN, ids=[m[0] for m in MID_CHAIN])
+@pytest.mark.parametrize("kind", ["file", "null"])
+def test_cat_splice_chain_fault_mid_chain(tmp_path: Path, spec: str,
+                                          fails: Optional[str], kind: str) -> None:
+    """A request failing inside a chain of splice pairs: the pairs before
+    it are out, whole and in order; the rest are cancelled, not lost (a
+    transient failure) or reported as GNU would (a real one)."""
+    src = tmp_path / "src"
+    data = data_of((6 << 20) + 4321)   # 7 pairs: one chain
+    src.write_bytes(data)
+    out = tmp_path / "out" if kind == "file" else Path("/dev/null")
+    with open(out, "wb") as fh:
+        res = run([URING_CAT, "--stats-format", "json", str(src)],
+                  env=fault_env(spec), stdout=fh)
+    no_traceback(res.stderr)
+    assert injected(res.stderr) == 1
+    stats = stats_json(res.stderr)
+    assert stats["extra"]["data_path"] == "splice via pipe"
+    if fails is None:
+        assert res.returncode == 0, res.stderr
+        assert messages(res.stderr) == []
+        assert stats["bytes_written"] == len(data)
+        if kind == "file":
+            assert out.read_bytes() == data
+        return
+    assert res.returncode == 1
+    pair = (int(spec.rsplit("@", 1)[1]) - 1) // 2   # the failing pair, from 0
+    if fails == "read":
+        assert messages(res.stderr) == [
+            f"uring-cat: {src}: Input/output error".encode()]
+        # the pairs before it, and nothing of it
+        assert stats["bytes_written"] == pair << 20
+    else:
+        reason = os.strerror(5 if "eio" in spec else 28)
+        assert messages(res.stderr) == [
+            f"uring-cat: write error: {reason}".encode()]
+        assert stats["bytes_written"] == pair << 20
+    if kind == "file":
+        assert out.read_bytes() == data[:pair << 20]
+
+
+def test_cat_splice_chains_into_dev_null(tmp_path: Path) -> None:
+    """Into /dev/null (or a file) the pairs go 16 to a chain, one enter
+    each, on a ring without DEFER_TASKRUN (whose task work would bring
+    each step of a chain back to our thread)."""
+    src = tmp_path / "src"
+    src.write_bytes(data_of(40 << 20))
+    with open("/dev/null", "wb") as fh:
+        res = run([URING_CAT, "--stats-format", "json", str(src)], stdout=fh)
+    assert res.returncode == 0, res.stderr
+    stats = stats_json(res.stderr)
+    assert stats["bytes_written"] == 40 << 20
+    assert stats["ops"] == {"splice": 2 * 40 + 2}   # and the read at EOF
+    assert stats["enters"] == 3 + 1   # 16 + 16 + 8 pairs, then EOF
+    assert "DEFER_TASKRUN" not in stats["setup_flags"]
+
+
 def test_cat_fault_in_second_file_keeps_going(source: Path, tmp_path: Path) -> None:
     """A read error in one operand: GNU reports it and goes on to the next."""
     small = tmp_path / "small"

@@ -22,12 +22,12 @@ if TYPE_CHECKING:
 from .records import record
 from . import fdio
 from .catfmt import CatFormat, CatFormatter
-from .ring import (OP_POLL_ADD, OP_WRITE, OP_WRITE_FIXED, SQE_IO_LINK, FileRef,
-                   error)
+from .ring import (OP_POLL_ADD, OP_WRITE, OP_WRITE_FIXED, SETUP_COOP_TASKRUN,
+                   SQE_IO_LINK, FileRef, error)
 from .errors import WriteError
 from .readahead import (K_CALLER, K_POLL, K_READ, KIND_MASK, ReadAhead,
                         ring_with_arena)
-from .splicing import SpliceCopier, splice_mode
+from .splicing import CHAIN_PAIRS, VIA_PIPE, SpliceCopier, splice_mode
 from .stats import Stats
 
 DEFAULT_BLOCK_SIZE = 128 * 1024
@@ -329,8 +329,15 @@ class _UringCopier(_Copier):
         self.stats = stats
         self.block_size = block_size
         self.formatter = formatter
-        # extra: room for the write, its poll and splices
-        self.ring, self.arena = ring_with_arena(depth, block_size, stats, 4)
+        if splice == VIA_PIPE:
+            # chains of splice pairs: the whole chain in one submit, on a
+            # ring without DEFER_TASKRUN (splicing.py)
+            self.ring, self.arena = ring_with_arena(
+                depth, block_size, stats, 2 * CHAIN_PAIRS,
+                setup_flags=(SETUP_COOP_TASKRUN, 0))
+        else:
+            # extra: room for the write, its poll and splices
+            self.ring, self.arena = ring_with_arena(depth, block_size, stats, 4)
         self.fixed = self.ring.buffers_registered
         try:
             if self.ring.register_file_table(2):

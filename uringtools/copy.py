@@ -29,9 +29,10 @@ from . import fdio
 from .errors import WriteError
 from ._uring import lib as _lib
 from .ring import (OP_CLOSE, OP_READ, OP_READ_FIXED, OP_WRITE,
-                   OP_WRITE_FIXED, SQE_IO_LINK, Arena, FileRef, Ring)
+                   OP_WRITE_FIXED, SETUP_COOP_TASKRUN, SQE_IO_LINK, Arena,
+                   FileRef, Ring)
 from .reflink import Cloner
-from .splicing import VIA_PIPE, SpliceCopier
+from .splicing import CHAIN_PAIRS, VIA_PIPE, SpliceCopier
 from .stats import Stats
 
 if TYPE_CHECKING:
@@ -51,8 +52,11 @@ REGISTER_MIN_SIZE = 1 << 20
 #: files at least this large are copied with splice pairs (one copy in the
 #: kernel instead of two through the arena); below it, chains batch better
 SPLICE_MIN = 1 << 20
-#: io-wq workers for a big file's splice pairs (see _splicer_ready)
+#: io-wq workers for a big file's splice pairs (see _splice_one)
 SPLICE_WORKERS = 2
+#: chains of splice pairs in flight per big file, each through a pipe of
+#: its own: one worker writes a chain while another reads the next
+SPLICE_PIPES = 2
 #: statfs f_type of tmpfs, the one source filesystem where splice pairs
 #: beat the arena (see _splice_pays)
 TMPFS_MAGIC = 0x01021994
@@ -862,6 +866,7 @@ class UringEngine:
             self.chains.close()
         if self.splicer is not None:
             self.splicer.close()
+            self.splicer.ring.close()
         self.ring.close()
 
     def _chains(self) -> BatchCopier:
@@ -959,14 +964,24 @@ class UringEngine:
         return pays
 
     def _splicer_ready(self) -> bool:
-        """Make the splicer (its private pipe) on first use; False while
-        the descriptors run out (a low ``ulimit -n``): the file is then
-        copied through the arena instead."""
+        """Make the splicer (its ring and private pipe) on first use; False
+        while the descriptors run out (a low ``ulimit -n``): the file is
+        then copied through the arena instead.
+
+        Its ring has no DEFER_TASKRUN, which would hand every step of a
+        chain back to this thread (splicing.py); COOP_TASKRUN leaves the
+        rest for our next enter. The --stats lines describe the main ring.
+        """
         if self.splicer is None:
+            ring = None
             try:
-                self.splicer = SpliceCopier(self.ring, None, VIA_PIPE,
-                                            self.stats)
+                ring = Ring(2 * CHAIN_PAIRS * SPLICE_PIPES, stats=self.stats,
+                            describe=False,
+                            setup_flags=(SETUP_COOP_TASKRUN, 0))
+                self.splicer = SpliceCopier(ring, None, VIA_PIPE, self.stats)
             except OSError as exc:
+                if ring is not None:
+                    ring.close()
                 if exc.errno not in (errno.EMFILE, errno.ENFILE):
                     raise
                 self.stats.count("splice_no_fds")
@@ -987,17 +1002,19 @@ class UringEngine:
         # rounds: 1.13-1.15x GNU's wall and 1.9-2.1x its CPU capped at 2,
         # against 1.32-1.93x and 2.4-3.4x). Asked per file: cp -r's chain
         # ring sets its own cap on this thread's workers
-        self.ring.limit_workers(SPLICE_WORKERS)
+        splicer = self.splicer
+        assert splicer is not None   # _spliceable made it
+        splicer.ring.limit_workers(SPLICE_WORKERS)
         try:
-            assert self.splicer is not None   # _spliceable made it
             src = FileRef(job.fd_in, 0, job.fd_in, -1)
             dst = FileRef(job.fd_out, 0, job.fd_out, -1)
             for start, length in list(job.extents):
                 try:
-                    # bytes in flight per file, as the arena path has
-                    done, failure = self.splicer.copy_range(
+                    # a pair moves what the arena path has in flight per
+                    # file; --queue-depth 1: one chain at a time
+                    done, failure = splicer.copy_range(
                         src, dst, start, length, self.bs * self.queue_depth,
-                        pairs=self.queue_depth)
+                        pipes=min(self.queue_depth, SPLICE_PIPES))
                 except WriteError as exc:
                     job.failure = _write_error(job, exc.errno or errno.EIO)
                     break
@@ -1009,9 +1026,9 @@ class UringEngine:
                     SyncEngine._shrunk(job, start + done)
                     break
         except BaseException:
-            # requests may still be in flight: let the ring go with them
+            # requests may still be in flight: let its ring go with them
             self.splicer = None
-            self.ring.close()
+            splicer.ring.close()
             files.release(job)
             raise
         files.finish(job)

@@ -15,7 +15,7 @@ import os
 from _collections import deque  # not collections: ~6 ms of start-up
 TYPE_CHECKING = False  # typing costs ~13 ms of start-up: annotations only
 if TYPE_CHECKING:
-    from typing import Deque, Tuple
+    from typing import Deque, Optional, Tuple
 
 from . import fdio
 from .ring import (OP_POLL_ADD, OP_READ, OP_READ_FIXED, SQE_ASYNC,
@@ -38,10 +38,12 @@ _UNBOUNDED = 1 << 62
 
 
 def ring_with_arena(depth: int, block_size: int, stats: Stats,
-                    extra: int) -> Tuple[Ring, Arena]:
+                    extra: int, setup_flags: Optional[Tuple[int, ...]] = None
+                    ) -> Tuple[Ring, Arena]:
     """A ring with room for ``depth`` reads, a poll linked to each, and
     ``extra`` requests of the caller, and an arena of ``depth`` slots
     registered on it (plain reads if refused: ring.buffers_registered).
+    ``setup_flags``: as :class:`Ring` takes them (default: probed).
 
     Raises:
         UringUnavailable: io_uring cannot be set up here.
@@ -49,7 +51,7 @@ def ring_with_arena(depth: int, block_size: int, stats: Stats,
     entries = 8
     while entries < 2 * depth + extra:
         entries *= 2
-    ring = Ring(entries, stats=stats)
+    ring = Ring(entries, stats=stats, setup_flags=setup_flags)
     try:
         arena = Arena(depth, block_size)
         ring.register_arena(arena)

@@ -74,6 +74,18 @@ _SETUP_CANDIDATES: Tuple[Tuple[int, Tuple[str, ...]], ...] = (
     (0, ()),
 )
 
+_SETUP_NAMES = ((lib.IORING_SETUP_SINGLE_ISSUER, "SINGLE_ISSUER"),
+                (lib.IORING_SETUP_DEFER_TASKRUN, "DEFER_TASKRUN"),
+                (lib.IORING_SETUP_COOP_TASKRUN, "COOP_TASKRUN"))
+
+
+def _flag_names(flags: int) -> Tuple[str, ...]:
+    """The setup flags in ``flags`` by name; any others in hex."""
+    names = [name for bit, name in _SETUP_NAMES if flags & bit]
+    rest = flags & ~sum(bit for bit, _ in _SETUP_NAMES)
+    return tuple(names + ([f"0x{rest:x}"] if rest else []))
+
+
 _RETRY_ENTER = frozenset({errno.EINTR, errno.EAGAIN, errno.EBUSY})
 
 #: struct ut_sqe as a struct-module format, for Ring.queue_packed: opcode,
@@ -274,7 +286,7 @@ class Ring:
             setup_flags = (setup_flags,)
         candidates: Iterable[Tuple[int, Tuple[str, ...]]] = (
             _SETUP_CANDIDATES if setup_flags is None
-            else tuple((f, (f"0x{f:x}",)) for f in setup_flags))
+            else tuple((f, _flag_names(f)) for f in setup_flags))
         res = -errno.EINVAL
         names: Tuple[str, ...] = ()
         for flags, names in candidates:

@@ -61,7 +61,8 @@ def test_spliced_copy_keeps_holes_and_replaces_destination(tmp_path: Path) -> No
     assert stats_of(res)["extra"]["holes_skipped"] == 1
 
 
-#: one pair at a time (256 KiB), and four pairs of 256 KiB in flight
+#: pairs of a pipe's size (1 MiB) whatever the block size; one chain at a
+#: time, and two in flight (3 MiB: one chain of three pairs)
 SHAPES = [["--block-size", "256K", "--queue-depth", "1"],
           ["--block-size", "64K", "--queue-depth", "4"]]
 
@@ -71,7 +72,7 @@ SHAPES = [["--block-size", "256K", "--queue-depth", "1"],
     ("splice:eio:@2", b"error writing 'dst'"),    # a pair's writing half
     ("splice:eio:@3", b"error reading 'src'"),    # the next pair's reading half
     ("splice:enospc:@6", b"error writing 'dst': No space left on device"),
-    ("splice:eio:@7", b"error reading 'src'"),    # the fourth pair's
+    ("splice:eio:@5", b"error reading 'src'"),    # the third pair's reading half
 ])
 def test_spliced_copy_fault_keeps_old_destination(tmp_path: Path, spec: str,
                                                   message: bytes,
@@ -89,10 +90,10 @@ def test_spliced_copy_fault_keeps_old_destination(tmp_path: Path, spec: str,
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("spec", ["splice:eintr:3", "splice:eagain:@2",
                                   "splice:ecanceled:5", "splice:short:2",
-                                  # the first chain's last write (13 pairs,
-                                  # 256 KiB each and then 77 bytes: only a
+                                  # the first chain's last write (four
+                                  # pairs, the last of 77 bytes: only a
                                   # chain's tail can be shortened)
-                                  "splice:short:@26", "splice:eagain:@5"])
+                                  "splice:short:@8", "splice:eagain:@5"])
 def test_spliced_copy_survives_transient_faults(tmp_path: Path, spec: str,
                                                 shape: list) -> None:
     data = os.urandom((3 << 20) + 77)
@@ -104,9 +105,10 @@ def test_spliced_copy_survives_transient_faults(tmp_path: Path, spec: str,
     assert stats_of(res)["extra"]["faults_injected"] >= 1
 
 
-#: 64 KiB x 4: pairs of 256 KiB, chains of 16 pairs (32 splices) on two
-#: pipes; 10 MiB is three chains, the first two in flight together
-TWO_CHAINS = ["--block-size", "64K", "--queue-depth", "4"]
+#: chains of 16 pairs of 1 MiB (32 splices) on two pipes: 40 MiB is three
+#: chains, the first two in flight together
+TWO_CHAINS = ["--queue-depth", "4"]
+BIG = 40 << 20
 
 
 @pytest.mark.parametrize("spec,message", [
@@ -116,7 +118,7 @@ TWO_CHAINS = ["--block-size", "64K", "--queue-depth", "4"]
 ])
 def test_two_chains_in_flight_fault_keeps_old_destination(
         tmp_path: Path, spec: str, message: bytes) -> None:
-    (tmp_path / "src").write_bytes(os.urandom(10 << 20))
+    (tmp_path / "src").write_bytes(os.urandom(BIG))
     (tmp_path / "dst").write_bytes(b"precious")
     res = ucp(*TWO_CHAINS, "src", "dst", cwd=tmp_path,
               env={"URINGTOOLS_FAULTS": spec})
@@ -131,7 +133,7 @@ def test_two_chains_in_flight_fault_keeps_old_destination(
                                   "splice:short:@32", "splice:ecanceled:7"])
 def test_two_chains_in_flight_survive_transient_faults(tmp_path: Path,
                                                        spec: str) -> None:
-    data = os.urandom((10 << 20) + 5)
+    data = os.urandom(BIG + 5)
     (tmp_path / "src").write_bytes(data)
     res = ucp(*TWO_CHAINS, "src", "dst", cwd=tmp_path,
               env={"URINGTOOLS_FAULTS": spec})

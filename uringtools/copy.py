@@ -1010,11 +1010,9 @@ class UringEngine:
             dst = FileRef(job.fd_out, 0, job.fd_out, -1)
             for start, length in list(job.extents):
                 try:
-                    # a pair moves a pipe's worth (1 MiB: in-process,
-                    # 1 GiB on tmpfs took 396-401 ms in 16 MiB chains of
-                    # them, 466-521 ms in chains of 512 KiB pairs, against
-                    # copy_file_range's 408-496); --queue-depth 1: one
-                    # chain at a time
+                    # a pair moves a pipe's worth (1 MiB; 512 KiB pairs
+                    # were no faster, bench/README.md "Splice chains");
+                    # --queue-depth 1: one chain at a time
                     done, failure = splicer.copy_range(
                         src, dst, start, length,
                         pipes=min(self.queue_depth, SPLICE_PIPES))

@@ -141,7 +141,8 @@ def test_two_chains_in_flight_survive_transient_faults(tmp_path: Path,
     assert (tmp_path / "dst").read_bytes() == data
     stats = stats_of(res)
     assert stats["extra"]["faults_injected"] >= 1
-    assert stats["max_in_flight"] == 2   # one CQE per chain: two chains
+    # two chains of 32 splices: the first in flight, and the second sent
+    assert 33 <= stats["max_in_flight"] <= 64
 
 
 TMPFS_MAGIC = 0x01021994

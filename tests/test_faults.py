@@ -210,6 +210,7 @@ def test_cat_splice_chains_into_dev_null(tmp_path: Path) -> None:
     assert stats["bytes_written"] == 40 << 20
     assert stats["ops"] == {"splice": 2 * 40 + 2}   # and the read at EOF
     assert stats["enters"] == 3 + 1   # 16 + 16 + 8 pairs, then EOF
+    assert stats["max_in_flight"] == 32   # a whole chain
     assert "DEFER_TASKRUN" not in stats["setup_flags"]
 
 

@@ -500,12 +500,16 @@ class Ring:
             # (nothing queued, nothing counted) or after _queue (both); a
             # clean-up that submits and drains then neither sends these SQEs
             # twice nor waits for CQEs that will never come.
-            in_flight = self._in_flight[0] + n - self._silent
+            silent = self._silent
+            in_flight = self._in_flight[0] + n - silent
             self._in_flight[0] = in_flight
             self._nq = self._silent = 0
             stats.sqes += n
-            if in_flight > stats.max_in_flight:
-                stats.max_in_flight = in_flight
+            # requests in flight as this batch goes out: those with a CQE
+            # to come, and this batch's silent ones (earlier batches' may
+            # have finished unseen)
+            if in_flight + silent > stats.max_in_flight:
+                stats.max_in_flight = in_flight + silent
             if _queue(self._ring, self._descs, n, self._op_counts) != n:
                 # cannot happen: room is checked in prep
                 raise RuntimeError("submission queue overflow")

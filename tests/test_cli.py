@@ -551,3 +551,44 @@ def test_long_option_abbreviations_like_gnu(tmp_path: Path, gnu: list,
         results[0] = results[0][:3] + (results[1][3],)
     assert results[1] == results[0]
     no_traceback(results[1][2])
+
+
+@pytest.mark.parametrize("which", ["message", "stats"])
+def test_stderr_lines_survive_partial_writes(monkeypatch, capfd, which: str) -> None:
+    """A write(2) into a pipe returns what it moved when a signal or
+    io_uring's task work interrupts it: a 300 KB line (sha256sum -c of a
+    check line naming a 300 KB file) came out cut at 128 KiB, followed by
+    the next message. Each write here moves at most 4,000 bytes."""
+    import os
+
+    from uringtools import fdio
+    from uringtools.cli import common
+    from uringtools.stats import Stats
+
+    real_write = os.write
+    calls = []
+
+    def partial_write(fd: int, data: Any) -> int:
+        calls.append(fd)
+        return real_write(fd, bytes(data[:4000]))
+
+    monkeypatch.setattr(fdio.os, "write", partial_write)
+    if which == "message":
+        name = "n" * 300_000
+        common.Reporter("uring-hash").error(name, "No such file or directory")
+        want = f"uring-hash: {name}: No such file or directory\n"
+    else:
+        stats = Stats()
+        stats.extra["note"] = "x" * 50_000
+        settings = common.Settings(stats=True, stats_format="json")
+        common.emit_stats(settings, stats)
+        want = None
+    monkeypatch.undo()
+    err = capfd.readouterr().err
+    assert len(calls) > 10 and set(calls) == {2}
+    if want is not None:
+        assert err == want
+    else:
+        import json
+        assert err.endswith("\n") and err.count("\n") == 1
+        assert json.loads(err)["extra"]["note"] == "x" * 50_000

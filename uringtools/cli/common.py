@@ -655,8 +655,14 @@ def write_stderr(text: str) -> None:
     """Write ``text`` on fd 2 as GNU's error() does: with the reader gone we
     die of SIGPIPE (unless it is ignored; after the body's clean-up when
     run_main was asked to unwind); other failures are dropped."""
+    from ..fdio import write_all
+
     try:
-        os.write(2, text.encode("utf-8", "surrogateescape"))
+        # a long line into a pipe can go out in parts: a blocking write
+        # returns what it moved when a signal (or io_uring's task work,
+        # which raises the same flag) interrupts it; a non-blocking one
+        # EAGAIN when the pipe is full
+        write_all(2, memoryview(text.encode("utf-8", "surrogateescape")))
     except OSError as exc:
         if exc.errno == errno.EPIPE:
             if _UNWIND_ON_SIGPIPE:
@@ -765,9 +771,11 @@ def emit_stats(settings: Settings, stats: Stats) -> None:
     if settings.stats_format == "json":
         import json
 
+        from ..fdio import write_all
+
         line = json.dumps(stats.to_dict(), sort_keys=True) + "\n"
         try:
-            os.write(2, line.encode())
+            write_all(2, memoryview(line.encode()))   # see write_stderr
         except OSError:
             pass
         return

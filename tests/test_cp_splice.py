@@ -143,6 +143,83 @@ def test_two_chains_in_flight_survive_transient_faults(tmp_path: Path,
     assert stats["extra"]["faults_injected"] >= 1
     # two chains of 32 splices: the first in flight, and the second sent
     assert 33 <= stats["max_in_flight"] <= 64
+    # a chain that finished past the short one is copied again, and
+    # counted once
+    assert stats["bytes_read"] == stats["bytes_written"] == len(data)
+
+
+@pytest.mark.parametrize("spec,first,shape", [
+    ("splice:eio:@2", 3 << 20, ["--queue-depth", "1"]),
+    ("splice:enospc:@4", (3 << 20) // 2, ["--queue-depth", "1"]),
+    ("splice:eio:@6", 5 << 20, ["--queue-depth", "1"]),
+    # a retry sends the rest one chain at a time, then the write fails
+    ("splice:eintr:@1,splice:eio:@66", 35 << 20, []),
+    ("splice:eio:@40", 40 << 20, []),       # two chains in flight
+])
+def test_write_error_leaves_nothing_for_the_next_file(
+        tmp_path: Path, spec: str, first: int, shape: list) -> None:
+    """A write that fails inside a chain leaves bytes in the private pipe;
+    cp goes on to the next operand, which must not start with them (it
+    did: a copy that hung on the full pipe, or a next file shifted by the
+    leftover bytes)."""
+    a = os.urandom(first)
+    b = os.urandom((1 << 20) + 3)
+    (tmp_path / "a").write_bytes(a)
+    (tmp_path / "b").write_bytes(b)
+    (tmp_path / "d").mkdir()
+    res = ucp(*shape, "a", "b", "d", cwd=tmp_path,
+              env={"URINGTOOLS_FAULTS": spec})
+    assert res.returncode == 1
+    lines = [x for x in res.stderr.splitlines() if not x.startswith(b"{")]
+    assert len(lines) == 1 and lines[0].startswith(b"uring-cp: error writing 'd/a'")
+    assert not (tmp_path / "d" / "a").exists()
+    assert (tmp_path / "d" / "b").read_bytes() == b
+    assert [p.name for p in (tmp_path / "d").iterdir()] == ["b"]
+
+
+def test_a_source_that_shrinks_leaves_a_prefix(tmp_path: Path) -> None:
+    """The source cut short while two chains are in flight: a later chain
+    may already have written past the point where an earlier one came up
+    short. The copy is what the source still had up to there (it left a
+    run of zeros, then later bytes). Timing decides where the cut falls;
+    whatever it is, the copy must be a prefix."""
+    shm = Path(tempfile.mkdtemp(dir="/dev/shm"))
+    try:
+        data = os.urandom(256 << 20)
+        for attempt in range(3):
+            src, dst = shm / f"src{attempt}", shm / f"dst{attempt}"
+            src.write_bytes(data)
+            proc = subprocess.Popen([URING_CP, "--splice", str(src), str(dst)],
+                                    stderr=subprocess.PIPE)
+            # mid-copy: once the temporary holds 64 MiB
+            while proc.poll() is None and not any(
+                    p.name.startswith(f".dst{attempt}.ucp-")
+                    and p.stat().st_size >= 64 << 20 for p in shm.iterdir()):
+                pass
+            os.truncate(src, 1 << 20)
+            _, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err
+            got = dst.read_bytes()
+            assert len(got) >= 1 << 20
+            assert got == data[:len(got)], (attempt, len(got))
+    finally:
+        subprocess.run(["rm", "-rf", str(shm)])
+
+
+def test_a_low_descriptor_limit_copies_through_the_arena(tmp_path: Path) -> None:
+    """`ulimit -n 8`: the splice ring and its pipes would take descriptors
+    the copy needs; big files go through the arena instead (as GNU cp,
+    which copies with 5)."""
+    data = os.urandom((3 << 20) + 1)
+    (tmp_path / "src").write_bytes(data)
+    (tmp_path / "d").mkdir()
+    res = subprocess.run(
+        ["bash", "-c", f"ulimit -n 8 && exec {URING_CP} --splice "
+                       "--stats-format json src d/"],
+        cwd=tmp_path, capture_output=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "d" / "src").read_bytes() == data
+    assert stats_of(res)["extra"]["splice_no_fds"] == 1
 
 
 TMPFS_MAGIC = 0x01021994

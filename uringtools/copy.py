@@ -57,6 +57,17 @@ SPLICE_WORKERS = 2
 #: chains of splice pairs in flight per big file, each through a pipe of
 #: its own: one worker writes a chain while another reads the next
 SPLICE_PIPES = 2
+#: below this many descriptors (RLIMIT_NOFILE), big files skip the splice
+#: ring and its three pipes: GNU cp copies with 5, the arena path with 7
+SPLICE_MIN_FDS = 16
+
+
+def _fd_limit() -> int:
+    """The soft RLIMIT_NOFILE (how many descriptors this process may hold)."""
+    try:
+        return os.sysconf("SC_OPEN_MAX")
+    except (OSError, ValueError):
+        return 1 << 20
 #: statfs f_type of tmpfs, the one source filesystem where splice pairs
 #: beat the arena (see _splice_pays)
 TMPFS_MAGIC = 0x01021994
@@ -972,7 +983,16 @@ class UringEngine:
         chain back to this thread (splicing.py); COOP_TASKRUN leaves the
         rest for our next enter. The --stats lines describe the main ring.
         """
+        if self.splicer is not None and not self.splicer.usable:
+            self.splicer.close()   # its pipe could not be renewed
+            self.splicer.ring.close()
+            self.splicer = None
         if self.splicer is None:
+            if _fd_limit() < SPLICE_MIN_FDS:
+                # a ring and two pipes would take the descriptors that
+                # the copies need (`ulimit -n 8`): the arena path instead
+                self.stats.count("splice_no_fds")
+                return False
             ring = None
             try:
                 ring = Ring(2 * CHAIN_PAIRS * SPLICE_PIPES, stats=self.stats,
@@ -1024,12 +1044,16 @@ class UringEngine:
                     job.failure = f"error reading {quote(job.src)}: {failure}"
                     break
                 if done < length:          # the source shrank since stat
+                    # chains past the short one may have written beyond
+                    # it: the copy is the prefix the source still had
+                    os.ftruncate(job.fd_out, start + done)
                     SyncEngine._shrunk(job, start + done)
                     break
         except BaseException:
             # requests may still be in flight: let its ring go with them
             self.splicer = None
             splicer.ring.close()
+            splicer.close()
             files.release(job)
             raise
         files.finish(job)

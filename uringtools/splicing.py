@@ -205,9 +205,10 @@ class SpliceCopier:
         Raises:
             WriteError: the destination refused a chain's bytes.
         """
-        ring, stats = self.ring, self.stats
-        spares = self._spare_pipes(pipes)
-        chunk = min([chunk] + [cap for _, _, cap in spares])
+        ring = self.ring
+        slots = self._spare_pipes(pipes)
+        spares = [self.spares[k] for k in slots]
+        chunk = min([chunk] + [cap for _, _, cap in spares])  # type: ignore[misc]
         # every chain in flight has its SQEs in one submit
         per_chain = max(1, min(self.chain_pairs, ring.entries // (2 * len(spares))))
         free = list(range(len(spares) - 1, -1, -1))
@@ -220,7 +221,7 @@ class SpliceCopier:
         while True:
             while free and next_off < end and first_bad > end:
                 k = free.pop()
-                mid_r, mid_w, _ = spares[k]
+                mid_r, mid_w, _ = spares[k]  # type: ignore[misc]
                 lengths = self._lengths(next_off, end, chunk, per_chain)
                 self._queue_chain(in_fd, in_flags, mid_r, mid_w, next_off,
                                   lengths, dst, next_off, k << 8)
@@ -234,32 +235,33 @@ class SpliceCopier:
                 k = (ud >> 8) & 0xFF
                 start, lengths = flying.pop(k)
                 j = ud >> 16
-                moved = sum(lengths[:j])
-                stats.bytes_read += moved
-                stats.bytes_written += moved
                 if ud & 0xFF == _UD_OUT and res == lengths[j]:
                     # only a chain's last write posts on success
-                    stats.bytes_read += res
-                    stats.bytes_written += res
                     free.append(k)
                     continue
                 # this chain stopped short: its pipe may hold bytes
-                self._drop_spare(k)
-                first_bad = min(first_bad, start + moved)
+                self._drop_spare(slots[k])
+                first_bad = min(first_bad, start + sum(lengths[:j]))
                 if res < 0 and res not in _RETRY:
                     if ud & 0xFF == _UD_IN:
                         read_failure = read_failure or error(res).strerror
                     else:
                         write_failure = write_failure or error(res)
+        # counted once, what is certainly in place: the chains past a
+        # short one are copied again from there
+        done = length if first_bad > end else first_bad - offset
+        self.stats.bytes_read += done
+        self.stats.bytes_written += done
         if write_failure is not None:
             raise WriteError.of(write_failure)
         if first_bad > end:
             return length, None
         self.stats.resubmissions += 1
-        return first_bad - offset, read_failure
+        return done, read_failure
 
-    def _spare_pipes(self, count: int) -> List[Tuple[int, int, int]]:
-        """``count`` private pipes for pairs in flight (made on first use)."""
+    def _spare_pipes(self, count: int) -> List[int]:
+        """Up to ``count`` private pipes for chains in flight (made on first
+        use): their indices in ``self.spares``."""
         spares = self.spares
         while len(spares) < count:
             spares.append(None)
@@ -273,7 +275,7 @@ class SpliceCopier:
                     break    # out of descriptors: fewer pairs in flight
                 _grow_pipe(mid_w)
                 spares[k] = (mid_r, mid_w, fcntl.fcntl(mid_w, F_GETPIPE_SZ))
-        return [p for p in spares[:count] if p is not None]
+        return [k for k in range(count) if spares[k] is not None]
 
     def _drop_spare(self, k: int) -> None:
         pipe = self.spares[k]
@@ -347,6 +349,18 @@ class SpliceCopier:
         Raises:
             WriteError: the output refused the bytes.
         """
+        try:
+            return self._chain_once(in_fd, in_flags, offset, lengths, out,
+                                    out_off)
+        except WriteError:
+            # the pipe may still hold the failed pair's bytes: the next
+            # file (cp goes on after a write error) must not get them
+            self._renew_mid()
+            raise
+
+    def _chain_once(self, in_fd: int, in_flags: int, offset: int,
+                    lengths: List[int], out: Optional[FileRef],
+                    out_off: int) -> Tuple[int, Optional[str]]:
         ring, stats = self.ring, self.stats
         out = out or self.out
         while True:
@@ -390,6 +404,27 @@ class SpliceCopier:
             stats.bytes_read += res
             self._drain_mid(res, out, at)
             return moved + res, None
+
+    def _renew_mid(self) -> None:
+        """Replace the private pipe with an empty one (closing both ends
+        first, so the new one finds the descriptors it needs)."""
+        for fd in (self.mid_r, self.mid_w):
+            if fd >= 0:
+                os.close(fd)
+        self.mid_r = self.mid_w = -1
+        try:
+            self.mid_r, self.mid_w = os.pipe2(os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno not in (errno.EMFILE, errno.ENFILE):
+                raise
+            return   # not usable: the owner makes another splicer
+        _grow_pipe(self.mid_w)
+        self.chunk = min(self.chunk, fcntl.fcntl(self.mid_w, F_GETPIPE_SZ))
+
+    @property
+    def usable(self) -> bool:
+        """False once the private pipe could not be renewed."""
+        return self.mode != VIA_PIPE or self.mid_r >= 0
 
     def _drain_mid(self, pending: int, out: Optional[FileRef] = None,
                    out_off: int = -1) -> None:

@@ -181,6 +181,21 @@ def _without_site() -> list:
             f"import sys\nsys.path[:0] = {paths!r}\nBEFORE = set(sys.modules)\n"]
 
 
+def _start_up(prog: str, module: str, argv: list, **kwargs: Any):
+    """Run ``prog argv`` through ``module``'s main under ``python -S``;
+    returns the result and the HEAVY modules it imported."""
+    code = (f"sys.argv = [{prog!r}, *{argv!r}]\n"
+            f"from {module} import main\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code\n"
+            "sys.stdout.flush()\n"
+            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules"
+            " and m not in BEFORE), file=sys.stderr)\n")
+    *argv0, prefix = _without_site()
+    res = run([*argv0, prefix + code], **kwargs)
+    assert res.returncode == 0, res.stderr
+    return res, res.stderr.decode().strip().splitlines()[-1]
+
+
 @pytest.mark.parametrize("argv", [["FILE"], ["-", "FILE"], ["-n", "FILE"],
                                   ["--number", "--engine", "sync", "FILE"]])
 def test_plain_cat_keeps_heavy_modules_off_start_up(tmp_path: Path,
@@ -189,17 +204,9 @@ def test_plain_cat_keeps_heavy_modules_off_start_up(tmp_path: Path,
     none of the HEAVY modules."""
     write(tmp_path / "f", b"a\nb\n")
     args = [str(tmp_path / "f") if a == "FILE" else a for a in argv]
-    code = ("import sys\n"
-            f"sys.argv = ['uring-cat', *{args!r}]\n"
-            "from uringtools.cli.cat import main\n"
-            "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code\n"
-            "sys.stdout.flush()\n"
-            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules"
-            " and m not in BEFORE), file=sys.stderr)\n")
-    *argv0, prefix = _without_site()
-    res = run([*argv0, prefix + code], input=b"in\n")
-    assert res.returncode == 0, res.stderr
-    assert res.stderr.decode().strip().splitlines()[-1] == "[]"
+    res, heavy = _start_up("uring-cat", "uringtools.cli.cat", args,
+                           input=b"in\n")
+    assert heavy == "[]"
     expected = {"FILE": b"a\nb\n", "-": b"in\na\nb\n",
                 "-n": b"     1\ta\n     2\tb\n",
                 "--number": b"     1\ta\n     2\tb\n"}[argv[0]]
@@ -217,17 +224,9 @@ def test_plain_hash_keeps_heavy_modules_off_start_up(tmp_path: Path,
     write(tmp_path / "f", b"a\nb\n")
     digest = hashlib.sha256(b"a\nb\n").hexdigest()
     write(tmp_path / "SUMS", f"{digest}  f\n".encode())
-    code = ("import sys\n"
-            f"sys.argv = ['uring-hash', *{argv!r}]\n"
-            "from uringtools.cli.hash import main\n"
-            "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code\n"
-            "sys.stdout.flush()\n"
-            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules"
-            " and m not in BEFORE), file=sys.stderr)\n")
-    *argv0, prefix = _without_site()
-    res = run([*argv0, prefix + code], cwd=tmp_path)
-    assert res.returncode == 0, res.stderr
-    assert res.stderr.decode().strip().splitlines()[-1] == "[]"
+    res, heavy = _start_up("uring-hash", "uringtools.cli.hash", argv,
+                           cwd=tmp_path)
+    assert heavy == "[]"
     md5 = hashlib.md5(b"a\nb\n").hexdigest()
     assert res.stdout == {"f": f"{digest}  f\n", "-c": "f: OK\n", "--check": "",
                           "-a": f"MD5 (f) = {md5}\n"}[argv[0]].encode()
@@ -243,16 +242,8 @@ def test_group_subcommands_keep_heavy_modules_off_start_up(
     write(tmp_path / "f", b"a\nb\n")
     digest = hashlib.sha256(b"a\nb\n").hexdigest()
     write(tmp_path / "SUMS", f"{digest}  f\n".encode())
-    *argv0, prefix = _without_site()
-    code = (prefix + f"sys.argv = ['uringtools', *{argv!r}]\n"
-            "from uringtools.cli import main\n"
-            "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code\n"
-            "sys.stdout.flush()\n"
-            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules"
-            " and m not in BEFORE), file=sys.stderr)\n")
-    res = run([*argv0, code], cwd=tmp_path)
-    assert res.returncode == 0, res.stderr
-    assert res.stderr.decode().strip().splitlines()[-1] == "[]"
+    res, heavy = _start_up("uringtools", "uringtools.cli", argv, cwd=tmp_path)
+    assert heavy == "[]"
     assert res.stdout == {"cat": b"     1\ta\n     2\tb\n", "hash": b"f: OK\n",
                           "cp": b""}[argv[0]]
     if argv[0] == "cp":
@@ -270,15 +261,8 @@ def test_plain_cp_keeps_heavy_modules_off_start_up(tmp_path: Path,
     write(tmp_path / "f", b"a\nb\n")
     (tmp_path / "d").mkdir()
     write(tmp_path / "d" / "x", b"x\n")
-    *argv0, prefix = _without_site()
-    code = (prefix + f"sys.argv = ['uring-cp', *{argv!r}]\n"
-            "from uringtools.cli.cp import main\n"
-            "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code\n"
-            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules"
-            " and m not in BEFORE), file=sys.stderr)\n")
-    res = run([*argv0, code], cwd=tmp_path)
-    assert res.returncode == 0, res.stderr
-    assert res.stderr.decode().strip().splitlines()[-1] == "[]"
+    res, heavy = _start_up("uring-cp", "uringtools.cli.cp", argv, cwd=tmp_path)
+    assert heavy == "[]"
     copied = tmp_path / {"g": "g", "e": "e/x", "f": "d/f"}[argv[-1]]
     assert copied.read_bytes() == (b"x\n" if copied.name == "x" else b"a\nb\n")
 

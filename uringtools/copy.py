@@ -64,10 +64,10 @@ SPLICE_MIN_FDS = 16
 
 def _fd_limit() -> int:
     """The soft RLIMIT_NOFILE (how many descriptors this process may hold)."""
-    try:
-        return os.sysconf("SC_OPEN_MAX")
-    except (OSError, ValueError):
-        return 1 << 20
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return 1 << 30 if soft == resource.RLIM_INFINITY else soft
 #: statfs f_type of tmpfs, the one source filesystem where splice pairs
 #: beat the arena (see _splice_pays)
 TMPFS_MAGIC = 0x01021994
@@ -828,11 +828,9 @@ def _chunks(extents: List[Tuple[int, int]], bs: int) -> Iterator[Tuple[int, int]
 def _fd_room() -> int:
     """How many more descriptors the chunked path may hold open at once
     (two per file in flight, and the ones waiting for their ring close)."""
-    import resource
-
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        return 1 << 30
+    soft = _fd_limit()
+    if soft == 1 << 30:
+        return soft
     try:
         used = len(os.listdir("/proc/self/fd"))
     except OSError:
